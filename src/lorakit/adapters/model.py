@@ -74,6 +74,15 @@ class LoraModule:
         return [t for t in (self.lora_A, self.lora_B, self.lora_bias) if t is not None]
 
 
+def is_embedding_base_copy(path: str) -> bool:
+    """Tell whether a module copy is the full embedding that PEFT saves beside an embedding LoRA.
+
+    PEFT stores it under ``<embedding>.base_layer``; it equals the base model's embedding
+    unless the vocabulary was resized or trained, which the runtime checks on load.
+    """
+    return path.endswith(".base_layer")
+
+
 def scaling_for(lora_alpha: float, r: int, use_rslora: bool) -> float:
     """Return PEFT's scaling: ``alpha / sqrt(r)`` with rsLoRA, else ``alpha / r``."""
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
@@ -118,7 +127,10 @@ class Adapter:
     def num_parameters(self) -> int:
         """Count the stored parameters (factors, LoRA biases and module copies)."""
         count = sum(t.numel() for m in self.modules.values() for t in m.tensors())
-        return count + sum(t.numel() for copy in self.module_copies.values() for t in copy.values())
+        for path, copy in self.module_copies.items():
+            if not is_embedding_base_copy(path):
+                count += sum(t.numel() for t in copy.values())
+        return count
 
     def ranks(self) -> dict[str, int]:
         return {path: module.r for path, module in self.modules.items()}
