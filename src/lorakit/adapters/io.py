@@ -189,11 +189,18 @@ def adapter_from_state_dict(
 
 
 def _split_module_copy(path: str, modules_to_save: list[str]) -> tuple[str, str] | None:
+    """Split ``<module path>.<parameter name>`` for a module listed in ``modules_to_save``.
+
+    The parameter name may itself hold dots when the copied module has submodules
+    (RoBERTa's ``classifier.dense.weight``).
+    """
     path = path.replace(".modules_to_save.", ".")  # older PEFT versions kept the wrapper's name
-    module_path, _, parameter = path.rpartition(".")
-    for wanted in modules_to_save:
-        if module_path == wanted or module_path.endswith("." + wanted):
-            return module_path, parameter
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        module_path = ".".join(parts[:end])
+        for wanted in modules_to_save:
+            if module_path == wanted or module_path.endswith("." + wanted):
+                return module_path, ".".join(parts[end:])
     return None
 
 
