@@ -1,10 +1,10 @@
 """The multi-adapter runtime: many LoRA adapters loaded onto one transformers model.
 
 :class:`MultiAdapterModel` replaces the targeted layers of a model in place with
-:class:`~lorakit.runtime.layers.LoraLayer` wrappers. Loading, activating and routing
-never change the base weights, the model's train/eval mode or any ``requires_grad``
-flag; only :meth:`MultiAdapterModel.merge` changes weights, and
-:meth:`MultiAdapterModel.unmerge` restores them bit for bit.
+:class:`~lorakit.runtime.layers.LoraLayer` wrappers and freezes the base model's parameters, as PEFT does. Loading, activating
+and routing never change the base weights, the model's train/eval mode or any
+adapter's ``requires_grad`` flag; only :meth:`MultiAdapterModel.merge` changes
+weights, and :meth:`MultiAdapterModel.unmerge` restores them bit for bit.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class MultiAdapterModel:
         half = model_dtype in (torch.float16, torch.bfloat16)
         self.adapter_dtype = adapter_dtype or (torch.float32 if half else model_dtype)
         model.lorakit_runtime = _RuntimeRef(self)
+        self._freeze_base()
 
     # Listing -----------------------------------------------------------------------
 
