@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.adapters.io import PICKLE_NAME, SAFETENSORS_NAME, read_adapter
-from lorakit.adapters.model import Adapter
+from lorakit.adapters.model import Adapter, scaling_for
 
 
 def summarize_adapter(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, Any]:
@@ -47,18 +47,22 @@ def _targets(adapter: Adapter) -> Any:
 
 
 def _rank_summary(adapter: Adapter) -> dict[str, Any]:
+    """Return the config's ``r`` and the modules whose rank differs from it (``rank_pattern``)."""
     ranks = adapter.ranks()
-    counts = Counter(ranks.values())
-    if not counts:
-        return {"r": adapter.config.get("r"), "per_module": {}}
-    common = counts.most_common(1)[0][0]
-    return {"r": common, "per_module": {path: r for path, r in ranks.items() if r != common}}
+    default = adapter.config.get("r")
+    if default is None and ranks:
+        default = Counter(ranks.values()).most_common(1)[0][0]
+    return {"r": default, "per_module": {path: r for path, r in ranks.items() if r != default}}
 
 
 def _scaling_summary(adapter: Adapter) -> dict[str, Any]:
-    scalings = Counter(round(m.scaling, 6) for m in adapter.modules.values())
-    if not scalings:
+    """Return the scaling of the config's ``r`` and ``lora_alpha``, and the modules that differ."""
+    config = adapter.config
+    if not adapter.modules:
         return {}
-    common = scalings.most_common(1)[0][0]
-    per_module = {p: m.scaling for p, m in adapter.modules.items() if not math.isclose(m.scaling, common)}
-    return {"common": common, "per_module": per_module}
+    if config.get("r") and config.get("lora_alpha") is not None:
+        default = scaling_for(float(config["lora_alpha"]), int(config["r"]), bool(config.get("use_rslora")))
+    else:
+        default = Counter(m.scaling for m in adapter.modules.values()).most_common(1)[0][0]
+    per_module = {p: m.scaling for p, m in adapter.modules.items() if not math.isclose(m.scaling, default)}
+    return {"common": default, "per_module": per_module}
