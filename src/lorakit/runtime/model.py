@@ -3,7 +3,7 @@
 :class:`MultiAdapterModel` replaces the targeted layers of a model in place with
 :class:`~lorakit.runtime.layers.LoraLayer` wrappers and freezes the base model's parameters, as PEFT does. Loading, activating
 and routing never change the base weights, the model's train/eval mode or any
-adapter's ``requires_grad`` flag; only :meth:`MultiAdapterModel.merge` changes
+adapter's ``requires_grad`` flag. Only :meth:`MultiAdapterModel.merge` changes
 weights, and :meth:`MultiAdapterModel.unmerge` restores them bit for bit.
 """
 
@@ -35,7 +35,7 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-]+")
 
 @dataclass
 class AdapterRecord:
-    """What the runtime keeps about one loaded adapter besides its tensors."""
+    """Metadata of one loaded adapter: its config, where it came from, and which modules it touches."""
 
     name: str
     config: dict[str, Any]
@@ -94,7 +94,7 @@ class MultiAdapterModel:
         return None if self.state.merged is None else dict(self.state.merged)
 
     def record(self, name: str) -> AdapterRecord:
-        """Return what the runtime keeps about adapter ``name``."""
+        """Return the metadata of adapter ``name``."""
         self._require(name)
         return self._records[name]
 
