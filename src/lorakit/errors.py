@@ -48,3 +48,11 @@ class OutputExistsError(LorakitError):
 
 class AssetNotFoundError(LorakitError):
     """A packaged model or data set is not installed."""
+
+
+class CombineError(LorakitError):
+    """Adapters cannot be combined as requested: bad weights, options, shapes or module copies."""
+
+
+class ModelLoadError(LorakitError):
+    """A base model cannot be loaded from the given name or path, or in the class its adapters need."""
