@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from lorakit.cli import inspect_cmd, predict_cmd
+from lorakit.cli import combine_cmd, compare_cmd, merge_cmd
 from lorakit.errors import LorakitError
 from lorakit.logging_setup import configure_logging
 
@@ -36,6 +37,9 @@ def _global_options(
 
 app.command(name="inspect")(inspect_cmd.inspect)
 app.command(name="predict")(predict_cmd.predict)
+app.command(name="combine")(combine_cmd.combine)
+app.command(name="merge")(merge_cmd.merge)
+app.command(name="compare")(compare_cmd.compare)
 
 
 def main(argv: list[str] | None = None) -> None:
