@@ -247,3 +247,14 @@ def test_trainable_flags_are_explicit(adapter_dir):  # C18
         assert all(g is not None and g.abs().sum() > 0 for g in gradients), name
     runtime.set_trainable("x", False)
     assert all(not p.requires_grad for p in runtime._adapter_parameters("x"))
+
+
+def test_train_mode_is_kept(adapter_dir):
+    model = tiny_llama().train()
+    runtime = MultiAdapterModel(model)
+    runtime.load_adapter(adapter_dir / "llama_head", "h")
+    runtime.activate("h")
+    with runtime.route(["h"]):
+        pass
+    assert all(module.training for module in model.modules())
+    assert runtime.trainable_parameters() == []
