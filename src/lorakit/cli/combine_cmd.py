@@ -38,14 +38,12 @@ def parse_weights(text: str) -> list[float]:
 def _list_methods(value: bool) -> None:
     if not value:
         return
-    table = Table(title="combine methods", title_justify="left")
-    for column in ("method", "what it does", "options"):
-        table.add_column(column)
-    table.add_column("reference", overflow="fold")
     for method in METHODS.values():
-        options = ", ".join(f"--{o.replace('_', '-')}{' (required)' if o in method.required else ''}" for o in sorted(method.options))
-        table.add_row(method.name, method.summary, options, method.reference)
-    Console().print(table)
+        options = ", ".join(
+            f"--{option.replace('_', '-')}{' (required)' if option in method.required else ''}"
+            for option in sorted(method.options)
+        )
+        typer.echo(f"{method.name}: {method.summary}\n    options: {options}\n    reference: {method.reference}")
     raise typer.Exit()
 
 
@@ -84,10 +82,9 @@ def combine(
 
 
 def _print_report(target: Path, report) -> None:
-    console = Console()
     ranks = sorted({m.rank for m in report.modules.values()})
     rank_text = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
-    console.print(
+    typer.echo(
         f"Wrote {target} with method {report.method}: {len(report.modules)} modules, rank {rank_text}, "
         f"max relative error {report.max_relative_error:.3g}, {len(report.module_copies)} module copies, "
         f"{report.seconds:.2f} s."
@@ -100,4 +97,4 @@ def _print_report(target: Path, report) -> None:
         for path, module in worst:
             inputs = ", ".join("-" if r is None else str(r) for r in module.input_ranks)
             table.add_row(path, inputs, str(module.rank), f"{module.relative_error:.4g}")
-        console.print(table)
+        Console().print(table)

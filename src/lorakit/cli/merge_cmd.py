@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lorakit.errors import MergeError
 
@@ -51,4 +50,4 @@ def merge(
             f" The base was quantized ({report.quantization}); max |output difference| against the unmerged "
             f"quantized model: {difference['max_abs']:.3g} (relative {difference['relative']:.3g})."
         )
-    Console().print(message)
+    typer.echo(message)

@@ -246,13 +246,13 @@ def _base_parameters(model: nn.Module, path: str) -> dict[str, torch.Tensor]:
 def output_config(adapters: Sequence[Adapter], modules: dict[str, LoraModule]) -> dict[str, Any]:
     """Return the PEFT config of a combined adapter, with each module's rank and scaling 1.
 
-    ``r`` is the most common rank and ``lora_alpha`` equals it; ``rank_pattern`` and
+    ``r`` is the most common rank and ``lora_alpha`` equals it. ``rank_pattern`` and
     ``alpha_pattern`` (keys: escaped full module paths) give the other modules.
     """
     first = adapters[0].config
     base_name = next((a.base_model_name_or_path for a in adapters if a.base_model_name_or_path), None)
     ranks = Counter(module.r for module in modules.values())
-    r = ranks.most_common(1)[0][0] if ranks else 1
+    r = min(ranks, key=lambda rank: (-ranks[rank], rank)) if ranks else 1  # most common, smallest on a tie
     rank_pattern = {re.escape(path): m.r for path, m in modules.items() if m.r != r}
     return {
         "peft_type": "LORA",
