@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from combine_factories import input_ids, logits, peft_logits, reference_model, tiny_llama
+from combine_factories import input_ids, logits, make_adapter, peft_logits, reference_model, tiny_llama
 
 from lorakit.adapters.io import read_adapter
 from lorakit.adapters.model import Adapter, LoraModule
@@ -138,3 +140,16 @@ def test_svd_rank_above_true_rank_is_exact():
 
     assert combined.modules["layer.proj"].r == 8  # the sum of two rank-3 and rank-5 deltas
     assert report.modules["layer.proj"].relative_error == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layer_restricted_targets_listed_by_path(adapters, tmp_path):
+    layer_0 = make_adapter(tiny_llama, tmp_path / "layer_0", seed=40, r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[0])
+    folders = [layer_0, adapters["vo_rslora"]]
+    output, _ = combine_folders(folders, [1.0, 0.5], tmp_path / "combined", "linear")
+
+    config = json.loads((output / "adapter_config.json").read_text())
+    assert "model.layers.0.self_attn.q_proj" in config["target_modules"]
+    assert "model.layers.1.self_attn.q_proj" not in config["target_modules"]
+    ids = input_ids()
+    expected = logits(reference_model(tiny_llama, folders, [1.0, 0.5]), ids)
+    torch.testing.assert_close(peft_logits(tiny_llama, output, ids), expected, atol=ATOL, rtol=RTOL)
