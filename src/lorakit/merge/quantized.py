@@ -78,6 +78,9 @@ def dequantize_in_place(model: nn.Module) -> None:
         MergeError: transformers cannot dequantize this quantization method.
     """
     packed = [name for name, module in model.named_modules() if type(module).__name__ in QUANTIZED_LAYER_NAMES]
+    # NOTE: only GGUF files that transformers dequantizes on load are tested. Packed layers
+    # (bitsandbytes, GPTQ, AWQ) go through transformers' dequantize(), never run here
+    # because no such backend was installed.
     if packed:
         try:
             model.dequantize()
