@@ -27,7 +27,7 @@ from lorakit.errors import MergeError
 logger = logging.getLogger(__name__)
 
 # Layer classes of quantization libraries (bitsandbytes, GPTQ/AWQ kernels, HQQ, quanto,
-# transformers' packed GGUF layer) that hold packed weights.
+# transformers' packed GGUF layer) that store packed weights.
 QUANTIZED_LAYER_NAMES = frozenset({
     "Linear4bit", "Linear8bitLt", "QuantLinear", "WQLinear_GEMM", "WQLinear_GEMV", "HQQLinear", "QLinear",
     "GgufLinear",
