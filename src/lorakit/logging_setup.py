@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -16,7 +17,10 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
         quiet: Show only warnings and errors, and turn off progress bars.
     """
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = RichHandler(show_time=False, show_path=verbose > 0, markup=False, rich_tracebacks=False)
+    # Logs go to stderr so that results on stdout (JSON, JSON Lines) stay machine-readable.
+    handler = RichHandler(
+        console=Console(stderr=True), show_time=False, show_path=verbose > 0, markup=False, rich_tracebacks=False
+    )
     root = logging.getLogger("lorakit")
     root.handlers[:] = [handler]
     root.setLevel(level)

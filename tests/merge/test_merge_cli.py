@@ -48,9 +48,7 @@ def test_merge_command_json(base_folders, merge_adapters, tmp_path, run_cli):
         "merge", "--model", base_folders["gpt2"], "--adapter", merge_adapters["gpt2"], "-o", tmp_path / "m", "--json"
     )
 
-    # NOTE: the CLI's log handler writes INFO lines to stdout too, before the JSON; skip them
-    # until logging goes to stderr.
-    report = json.loads(out[out.index("{\n"):])
+    report = json.loads(out)
     assert code == 0
     assert report["lora_modules"] == 6  # c_attn, attn.c_proj and mlp.c_proj in 2 layers
     assert report["dtype"] == "float32"
