@@ -1,17 +1,22 @@
 """lorakit: load, combine, route, merge and train many LoRA adapters on one base model."""
 
 from lorakit.adapters import Adapter, LoraModule, read_adapter, write_adapter
+from lorakit.combine import CombineReport, combine_adapters, combine_folders
+from lorakit.compare import compare_adapters, compare_folders
 from lorakit.errors import (
     AdapterFormatError,
     AdapterMismatchError,
     AdapterNotFoundError,
+    CombineError,
     LorakitError,
     MergeError,
+    ModelLoadError,
     OutputExistsError,
     RoutingError,
     UnsafeFileError,
     UnsupportedAdapterError,
 )
+from lorakit.merge import fold_adapters, merge_to_folder
 from lorakit.runtime import MultiAdapterModel, runtime_of
 
 __version__ = "0.1.0"
@@ -21,14 +26,23 @@ __all__ = [
     "AdapterFormatError",
     "AdapterMismatchError",
     "AdapterNotFoundError",
+    "CombineError",
+    "CombineReport",
     "LoraModule",
     "LorakitError",
     "MergeError",
+    "ModelLoadError",
     "MultiAdapterModel",
     "OutputExistsError",
     "RoutingError",
     "UnsafeFileError",
     "UnsupportedAdapterError",
+    "combine_adapters",
+    "combine_folders",
+    "compare_adapters",
+    "compare_folders",
+    "fold_adapters",
+    "merge_to_folder",
     "read_adapter",
     "runtime_of",
     "write_adapter",
