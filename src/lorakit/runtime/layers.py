@@ -7,12 +7,22 @@
 
 over the stack ``[(adapter_i, w_i)]`` that applies to each row. :class:`ModuleCopiesLayer`
 wraps a module that adapters replace entirely (PEFT's ``modules_to_save``).
+
+Inference adds the adapters' outputs into the base layer's output in place
+(``addmm_``), which saves a full-size temporary per adapter. A routed batch is
+applied segment by segment, where a segment is a run of consecutive rows with one
+stack and costs two matrix products and no copies. When segments are short, as in
+token-by-token generation, it is applied as two batched products over groups of
+rows instead, with the groups' factors stacked once per plan. Autograd (trainable
+adapters, inputs that require grad), dropout in training mode, embeddings and
+mixed dtypes take the out-of-place path.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +30,13 @@ from torch import nn
 
 from lorakit.adapters.model import LoraModule
 from lorakit.runtime.routing import RoutingPlan, RuntimeState, Stack
+
+# A plan that a layer applies more than once (each step of generate()) goes through the
+# batched products when its segments average fewer tokens than this, because there the
+# per-call overhead of the segment loop dominates. The stacked factors are a copy made on
+# the second call, so a single forward never pays for it. Measured on a 2-core AMD EPYC
+# CPU (benchmarks/bench_routed.py); both paths give the same results.
+MIN_SEGMENT_TOKENS = 64
 
 
 class LoraLayer(nn.Module):
@@ -92,11 +109,47 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x, *args, **kwargs)
         state: RuntimeState = self._state
         if state.routing is not None:
-            return self._routed(x, result, state.routing.for_batch(x.shape[0], x.device, state.routing_expands))
+            plan = state.routing.for_batch(x.shape[0], x.device, state.routing_expands)
+            route = plan.layer_cache.get(id(self))
+            if route is None:
+                route = plan.layer_cache[id(self)] = _LayerRoute.prepare(self, plan)
+            if route.dtype is not None and self._may_add_in_place(x, result, route.dtype):
+                return route.add_in_place(x, result)
+            return self._routed(x, result, plan)
         stack = state.current_stack_for_layer()
         if not stack:
             return result
+        terms = self._terms(stack)
+        if terms == ():
+            return result  # no adapter of the stack targets this layer
+        dtype = _common_dtype(terms)
+        if dtype is not None and self._may_add_in_place(x, result, dtype):
+            return _add_terms_in_place(x, result, terms)
         return self._add_stack(x, result, stack)
+
+    def _terms(self, stack: Stack) -> tuple[_Term, ...] | None:
+        """Return the stack's terms on this layer, or ``None`` if one must go through autograd or dropout."""
+        terms = []
+        for name, weight in stack:
+            if name not in self.lora_A:
+                continue
+            lora_A, lora_B = self.lora_A[name], self.lora_B[name]
+            bias = self.lora_bias[name] if name in self.lora_bias else None
+            if lora_A.requires_grad or lora_B.requires_grad or (bias is not None and bias.requires_grad):
+                return None
+            if self.training and self.dropout.get(name, 0.0):
+                return None
+            terms.append(_Term(lora_A, lora_B, weight * self.scaling[name], bias))
+        return tuple(terms)
+
+    def _may_add_in_place(self, x: torch.Tensor, result: torch.Tensor, dtype: torch.dtype) -> bool:
+        """Tell whether adapter outputs may be added into ``result`` in place, in ``dtype``."""
+        if self.kind == "embedding" or x.dtype != dtype or result.dtype != dtype or not result.is_contiguous():
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or result.requires_grad):
+            return False
+        # A forward hook on the base layer may keep a reference to its output.
+        return not (self.base_layer._forward_hooks or nn.modules.module._global_forward_hooks)
 
     def _add_stack(self, x: torch.Tensor, result: torch.Tensor, stack: Stack) -> torch.Tensor:
         for name, weight in stack:
@@ -244,6 +297,144 @@ class ModuleCopiesLayer(nn.Module):
             combined[parameter_name] = total.to(base.dtype)
         self._combined[stack] = combined
         return combined
+
+
+class _Term(NamedTuple):
+    """One adapter's part of a stack on one layer: ``alpha * (B @ A @ x + bias)``."""
+
+    lora_A: torch.Tensor  # (r, in)
+    lora_B: torch.Tensor  # (out, r)
+    alpha: float  # the stack weight times the adapter's scaling
+    bias: torch.Tensor | None  # (out,)
+
+
+def _common_dtype(terms: tuple[_Term, ...] | None) -> torch.dtype | None:
+    """Return the dtype of every factor in ``terms``; ``None`` if they differ or ``terms`` is ``None``."""
+    if terms is None:
+        return None
+    dtypes = {t.lora_A.dtype for t in terms} | {t.lora_B.dtype for t in terms}
+    dtypes |= {t.bias.dtype for t in terms if t.bias is not None}
+    if len(dtypes) > 1:
+        return None
+    return dtypes.pop() if dtypes else torch.float32
+
+
+def _add_terms_in_place(x: torch.Tensor, result: torch.Tensor, terms: tuple[_Term, ...]) -> torch.Tensor:
+    """Add ``sum_t alpha_t * (B_t @ A_t @ x + bias_t)`` into ``result`` (rows of any shape)."""
+    x2 = x.reshape(-1, x.shape[-1])  # (tokens, in)
+    out2 = result.view(-1, result.shape[-1])  # (tokens, out)
+    for term in terms:
+        out2.addmm_(F.linear(x2, term.lora_A), term.lora_B.T, alpha=term.alpha)  # (tokens, r) @ (r, out)
+        if term.bias is not None:
+            out2.add_(term.bias, alpha=term.alpha)
+    return result
+
+
+@dataclass
+class _LayerRoute:
+    """One layer's preparation of one routing plan, made on the layer's first call with the plan.
+
+    Attributes:
+        segments: ``(start, stop, terms)`` per run of consecutive rows with a stack
+            that has factors on this layer.
+        groups: ``(rows, terms)`` per group of rows with such a stack.
+        dtype: The factors' common dtype, or ``None`` when the plan must take the
+            out-of-place path (trainable factors, active dropout, mixed dtypes, embeddings).
+    """
+
+    segments: list[tuple[int, int, tuple[_Term, ...]]]
+    groups: list[tuple[torch.Tensor, tuple[_Term, ...]]]
+    batch_size: int
+    dtype: torch.dtype | None
+    calls: int = 0
+    _stacked: _StackedGroups | None = None
+
+    @classmethod
+    def prepare(cls, layer: LoraLayer, plan: RoutingPlan) -> _LayerRoute:
+        terms_of: dict[Stack, tuple[_Term, ...] | None] = {group.stack: layer._terms(group.stack) for group in plan.groups}
+        usable = layer.kind != "embedding" and all(terms is not None for terms in terms_of.values())
+        segments = [(s.start, s.stop, terms_of[s.stack]) for s in plan.segments if terms_of[s.stack]]
+        groups = [(g.rows, terms_of[g.stack]) for g in plan.groups if terms_of[g.stack]]
+        dtype = _common_dtype(tuple(t for _, terms in groups for t in terms)) if usable else None
+        return cls(segments, groups, plan.batch_size, dtype)  # type: ignore[arg-type]
+
+    def add_in_place(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """Add every row's stack output into ``result`` in place and return it."""
+        if not self.segments:
+            return result
+        x3 = x.reshape(self.batch_size, -1, x.shape[-1])  # (B, T, in)
+        out3 = result.view(self.batch_size, -1, result.shape[-1])  # (B, T, out)
+        self.calls += 1
+        tokens_per_segment = x3.shape[0] * x3.shape[1] / len(self.segments)
+        has_bias = any(t.bias is not None for _, terms in self.groups for t in terms)
+        if self.calls == 1 or tokens_per_segment >= MIN_SEGMENT_TOKENS or has_bias:
+            for start, stop, terms in self.segments:
+                _add_terms_in_place(x3[start:stop], out3[start:stop], terms)
+            return result
+        if self._stacked is None:
+            self._stacked = _StackedGroups.build(self.groups, self.batch_size)
+        self._stacked.add_in_place(x3, out3)
+        return result
+
+
+class _StackedGroups:
+    """The factors of a plan's groups stacked into ``(G, ...)`` tensors for batched products.
+
+    Group ``g`` gets ``A_g = [A_1; ...; A_k]`` and ``B_g = [alpha_1 B_1, ..., alpha_k B_k]``
+    over its stack, zero-padded to the largest summed rank ``R``, so its rows get
+    ``B_g @ A_g @ x``. Groups of unequal size are padded to the largest (``n`` rows)
+    by repeating a row whose padded outputs are dropped.
+    """
+
+    def __init__(self, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows_per_group: int) -> None:
+        self.lora_A_t = lora_A.transpose(1, 2)  # (G, in, R)
+        self.lora_B_t = lora_B_t  # (G, R, out)
+        self.rows_per_group = rows_per_group
+        self.in_order = True  # group g is rows g*n .. (g+1)*n - 1, so x needs no gather
+        self.gather_rows: torch.Tensor | None = None  # (G * n,) row of x for each padded slot
+        self.kept_slots: torch.Tensor | None = None  # (rows,) padded slots that are real rows
+        self.scatter_rows: torch.Tensor | None = None  # (rows,) row of the output for each kept slot
+
+    @classmethod
+    def build(cls, groups: list[tuple[torch.Tensor, tuple[_Term, ...]]], batch_size: int) -> _StackedGroups:
+        first = groups[0][1][0]
+        device, dtype = first.lora_A.device, first.lora_A.dtype
+        in_features, out_features = first.lora_A.shape[1], first.lora_B.shape[0]
+        rank = max(sum(t.lora_A.shape[0] for t in terms) for _, terms in groups)
+        lora_A = torch.zeros(len(groups), rank, in_features, device=device, dtype=dtype)  # (G, R, in)
+        lora_B_t = torch.zeros(len(groups), rank, out_features, device=device, dtype=dtype)  # (G, R, out)
+        for index, (_, terms) in enumerate(groups):
+            offset = 0
+            for term in terms:
+                r = term.lora_A.shape[0]
+                lora_A[index, offset : offset + r] = term.lora_A
+                lora_B_t[index, offset : offset + r] = term.lora_B.T * term.alpha
+                offset += r
+        sizes = [len(rows) for rows, _ in groups]
+        stacked = cls(lora_A, lora_B_t, max(sizes))
+        order = torch.cat([rows for rows, _ in groups])
+        if len(set(sizes)) == 1 and order.tolist() == list(range(batch_size)):
+            return stacked
+        stacked.in_order = False
+        padded = [torch.cat([rows, rows[:1].expand(stacked.rows_per_group - len(rows))]) for rows, _ in groups]
+        stacked.gather_rows = torch.cat(padded)
+        stacked.kept_slots = torch.cat(
+            [torch.arange(len(rows), device=rows.device) + g * stacked.rows_per_group for g, (rows, _) in enumerate(groups)]
+        )
+        stacked.scatter_rows = order
+        return stacked
+
+    def add_in_place(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
+        """Add ``B_g @ A_g @ x`` into the output rows of every group."""
+        groups, n, tokens = self.lora_A_t.shape[0], self.rows_per_group, x3.shape[1]
+        if self.in_order:
+            hidden = torch.bmm(x3.reshape(groups, n * tokens, -1), self.lora_A_t)  # (G, n*T, R)
+            out3.view(groups, n * tokens, -1).baddbmm_(hidden, self.lora_B_t)  # (G, n*T, out)
+            return
+        rows = x3.index_select(0, self.gather_rows).view(groups, n * tokens, -1)  # (G, n*T, in)
+        delta = torch.bmm(torch.bmm(rows, self.lora_A_t), self.lora_B_t)  # (G, n*T, out)
+        delta = delta.view(groups * n, tokens, -1).index_select(0, self.kept_slots)  # (B', T, out)
+        out3.index_add_(0, self.scatter_rows, delta)
 
 
 def kaiming_init_(tensor: torch.Tensor) -> None:

@@ -2,8 +2,8 @@
 
 A *stack* is a tuple of ``(adapter name, weight)`` pairs, sorted by name so that
 equal stacks compare equal; the empty tuple is the base model. Every row of a routed
-batch has its own stack, and rows with the same stack form a group that the layers
-process together.
+batch has its own stack. Rows with the same stack form a *group*, and consecutive rows
+with the same stack form a *segment*; the layers process either together.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -63,23 +64,44 @@ class RowGroup:
 
 
 @dataclass
+class RowSegment:
+    """Consecutive rows ``start <= row < stop`` of a batch that share one stack."""
+
+    start: int
+    stop: int
+    stack: Stack
+
+
+@dataclass
 class RoutingPlan:
-    """Per-row stacks of one batch, grouped for the layers."""
+    """Per-row stacks of one batch, grouped for the layers.
+
+    ``layer_cache`` contains what each layer prepares from the plan on its first call
+    (keyed by ``id(layer)``), so that the work is done once per forward or
+    ``generate`` call and freed with the plan.
+    """
 
     stacks: list[Stack]
     groups: list[RowGroup] = field(default_factory=list)
+    segments: list[RowSegment] = field(default_factory=list)
+    layer_cache: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
     _expanded: dict[tuple[int, str], RoutingPlan] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, stacks: Sequence[Stack], device: torch.device | None = None) -> RoutingPlan:
         by_stack: dict[Stack, list[int]] = {}
+        segments: list[RowSegment] = []
         for row, stack in enumerate(stacks):
             by_stack.setdefault(stack, []).append(row)
+            if segments and segments[-1].stack == stack:
+                segments[-1].stop = row + 1
+            else:
+                segments.append(RowSegment(row, row + 1, stack))
         groups = [
             RowGroup(stack, torch.tensor(rows, dtype=torch.long, device=device), len(rows) == len(stacks))
             for stack, rows in by_stack.items()
         ]
-        return cls(list(stacks), groups)
+        return cls(list(stacks), groups, segments)
 
     @property
     def batch_size(self) -> int:
