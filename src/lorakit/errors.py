@@ -50,6 +50,10 @@ class AssetNotFoundError(LorakitError):
     """A packaged model or data set is not installed."""
 
 
+class TrainingConfigError(LorakitError):
+    """A training run's settings or data are invalid: option values, columns, labels or target modules."""
+
+
 class CombineError(LorakitError):
     """Adapters cannot be combined as requested: bad weights, options, shapes or module copies."""
 
