@@ -14,6 +14,7 @@ import typer
 
 from lorakit.cli import inspect_cmd, predict_cmd
 from lorakit.cli import combine_cmd, compare_cmd, merge_cmd
+from lorakit.cli import train_cmd
 from lorakit.errors import LorakitError
 from lorakit.logging_setup import configure_logging
 
@@ -40,6 +41,7 @@ app.command(name="predict")(predict_cmd.predict)
 app.command(name="combine")(combine_cmd.combine)
 app.command(name="merge")(merge_cmd.merge)
 app.command(name="compare")(compare_cmd.compare)
+app.command(name="train")(train_cmd.train)
 
 
 def main(argv: list[str] | None = None) -> None:
