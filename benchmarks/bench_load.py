@@ -1,0 +1,141 @@
+"""Time loading 1 to 64 adapter folders onto a base model, lorakit against PEFT.
+
+Each configuration starts from its own copy of the base model (the copy is not
+timed) and ends with every adapter loaded, ready to activate or route:
+
+- lorakit: ``MultiAdapterModel(model)``, then ``load_adapter(folder)`` per folder;
+- PEFT: ``PeftModel.from_pretrained(model, first)``, then ``load_adapter(folder)`` per
+  other folder, as PEFT's documentation shows.
+
+The folders are written first, so both read them from the page cache. lorakit keeps
+the factors in the memory-mapped safetensors files, so loading reads only headers and
+the first use reads the data; ``touch_s`` times a pass that reads every loaded factor
+once, for both, to show that deferred cost.
+
+Example::
+
+    python benchmarks/bench_load.py --adapters 1 4 16 64 --rank 64 --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapters", type=int, nargs="+", default=[1, 4, 16, 64], help="numbers of adapters (default 1 4 16 64)")
+    parser.add_argument("--rank", type=int, default=64, help="LoRA rank on every linear layer (default 64)")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess each")
+    parser.add_argument("--only", choices=["lorakit", "peft"], help=argparse.SUPPRESS)  # subprocess mode
+    common.add_size_arguments(parser, rounds=3)
+    return parser.parse_args(argv)
+
+
+def loaders(base_model, folders: list[Path]) -> dict:
+    """Return a function per tool that loads ``folders`` onto a fresh copy of ``base_model``."""
+    loaded: dict[str, object] = {}
+    copies: dict[str, torch.nn.Module] = {}
+
+    def prepare(tool: str) -> None:
+        loaded.pop(tool, None)  # free the previous round's model first
+        copies[tool] = common.copy_model(base_model)
+
+    def load(tool: str):
+        def run():
+            model = copies.pop(tool)
+            loaded[tool] = common.load_lorakit(model, folders) if tool == "lorakit" else common.load_peft(model, folders)
+        return run
+
+    return {"prepare": prepare, "load": load, "loaded": loaded}
+
+
+def read_every_factor(loaded) -> float:
+    """Read every adapter factor once (summing it) and return the total, so nothing is skipped."""
+    model = loaded.model if hasattr(loaded, "state") else loaded
+    total = 0.0
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                total += float(parameter.sum())
+    return total
+
+
+def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, count: int) -> dict:
+    """Time lorakit and PEFT loading ``count`` adapters, interleaved per round."""
+    folders = common.adapter_folders(args.workdir, size, args.rank, count)
+    state = loaders(base_model, folders)
+    wall = {"lorakit": [], "peft": []}
+    cpu = {"lorakit": [], "peft": []}
+    touch = {"lorakit": [], "peft": []}
+    for round_index in range(args.rounds):
+        order = ["lorakit", "peft"] if round_index % 2 == 0 else ["peft", "lorakit"]
+        for tool in order:
+            state["prepare"](tool)
+            elapsed, used = common.time_call(state["load"](tool))
+            wall[tool].append(elapsed)
+            cpu[tool].append(used)
+            touch[tool].append(common.time_call(lambda: read_every_factor(state["loaded"][tool]))[0])
+        common.log(f"load n={count} round {round_index + 1}/{args.rounds}: " + ", ".join(f"{t} {wall[t][-1]:.3f}s" for t in wall))
+    state["loaded"].clear()
+    timings = common.Timings(wall, cpu)
+    record = {"adapters": count, **timings.record(reference="lorakit")}
+    record["touch_s"] = {tool: common.summary(values) for tool, values in touch.items()}
+    record["peft_over_lorakit_wall"] = common.summary([p / o for p, o in zip(wall["peft"], wall["lorakit"])])
+    if args.memory:
+        record["peak_rss_mb"] = {tool: measure_memory(args, tool, count) for tool in ("lorakit", "peft")}
+    return record
+
+
+def measure_memory(args: argparse.Namespace, tool: str, count: int) -> float:
+    arguments = [
+        "--only", tool, "--adapters", str(count), "--rank", str(args.rank), "--hidden", str(args.hidden),
+        "--layers", str(args.layers), "--vocab", str(args.vocab), "--workdir", str(args.workdir),
+    ]
+    if args.intermediate:
+        arguments += ["--intermediate", str(args.intermediate)]
+    return common.peak_in_subprocess(Path(__file__), arguments)
+
+
+def run_only(args: argparse.Namespace, size: common.ModelSize) -> None:
+    """Subprocess mode: build the model, load the adapters with one tool, read them once, print the peak memory."""
+    model = common.build_model(size)
+    folders = common.adapter_folders(args.workdir, size, args.rank, args.adapters[0])
+    loaded = common.load_lorakit(model, folders) if args.only == "lorakit" else common.load_peft(model, folders)
+    before_touch = common.peak_rss_mb()
+    read_every_factor(loaded)
+    print(json.dumps({"peak_rss_mb": common.peak_rss_mb(), "peak_rss_mb_before_reading": before_touch}))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_arguments(argv)
+    size = common.size_from(args)
+    if args.only:
+        run_only(args, size)
+        return {}
+    base_model = common.build_model(size)
+    for count in args.adapters:  # write every folder before the first timing
+        common.adapter_folders(args.workdir, size, args.rank, count)
+    results = [measure_count(args, size, base_model, count) for count in args.adapters]
+    record = {
+        "figure": "load",
+        "environment": common.environment(),
+        "model": {**vars(size), "parameters": sum(p.numel() for p in base_model.parameters())},
+        "workload": {"rank": args.rank, "target_modules": common.TARGET_MODULES},
+        "rounds": args.rounds,
+        "results": results,
+    }
+    common.write_record(args.out, record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
