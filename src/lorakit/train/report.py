@@ -199,15 +199,15 @@ def _usage_section(summary: RunSummary) -> list[str]:
     config = summary.config
     auto_class = "AutoModelForSequenceClassification" if config.task == "seq-cls" else "AutoModelForCausalLM"
     num_labels = f", num_labels={len(summary.label_names)}" if summary.label_names else ""
-    return [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from peft import PeftModel",
-        f"from transformers import {auto_class}",
-        "",
-        f'base = {auto_class}.from_pretrained("{summary.model_path}"{num_labels})',
-        f'model = PeftModel.from_pretrained(base, "{config.output}")',
-        "```",
-    ]
+    lines = ["", "## Use", "", "```python", f"from transformers import {auto_class}"]
+    base = f'base = {auto_class}.from_pretrained("{summary.model_path}"{num_labels})'
+    entries = config.stack_entries()
+    if not entries:
+        lines += ["from peft import PeftModel", "", base, f'model = PeftModel.from_pretrained(base, "{config.output}")']
+        return lines + ["```"]
+    weights = {entry.name: entry.weight for entry in entries}
+    weights[summary.adapter_name] = 1.0
+    lines += ["from lorakit import MultiAdapterModel", "", base, "runtime = MultiAdapterModel(base)"]
+    lines += [f'runtime.load_adapter("{entry.path}", "{entry.name}")' for entry in entries]
+    lines += [f'runtime.load_adapter("{config.output}", "{summary.adapter_name}")', f"runtime.activate({weights!r})"]
+    return lines + ["```"]
