@@ -13,6 +13,7 @@ from lorakit.errors import (
     ModelLoadError,
     OutputExistsError,
     RoutingError,
+    TrainingConfigError,
     UnsafeFileError,
     UnsupportedAdapterError,
 )
@@ -20,6 +21,19 @@ from lorakit.merge import fold_adapters, merge_to_folder
 from lorakit.runtime import MultiAdapterModel, runtime_of
 
 __version__ = "0.1.0"
+
+# Training pulls in transformers' Trainer, which is slow to import, so it loads on first use.
+# The training function itself is ``lorakit.train.train``: ``lorakit.train`` is its subpackage.
+_LAZY = {"TrainConfig": "lorakit.train", "TrainResult": "lorakit.train"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lorakit' has no attribute {name!r}")
+
 
 __all__ = [
     "Adapter",
@@ -35,6 +49,9 @@ __all__ = [
     "MultiAdapterModel",
     "OutputExistsError",
     "RoutingError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingConfigError",
     "UnsafeFileError",
     "UnsupportedAdapterError",
     "combine_adapters",

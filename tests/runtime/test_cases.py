@@ -258,3 +258,12 @@ def test_train_mode_is_kept(adapter_dir):
         pass
     assert all(module.training for module in model.modules())
     assert runtime.trainable_parameters() == []
+
+
+def test_new_classifier_adapter_gets_own_head():
+    runtime = MultiAdapterModel(tiny_bert())
+    runtime.add_adapter("cls", LoraConfig(task_type="SEQ_CLS", r=2, target_modules="all-linear"))
+    record = runtime.record("cls")
+    assert record.copy_paths == ["classifier"]
+    assert not any(path.startswith("classifier") for path in record.module_paths)
+    assert any(path.endswith("attention.self.query") for path in record.module_paths)

@@ -24,6 +24,7 @@ def new_adapter(name: str, config: LoraConfig, model: nn.Module, dtype: torch.dt
         AdapterMismatchError: ``target_modules`` matches no layer; the message lists the layer names.
         UnsupportedAdapterError: The config asks for a variant lorakit does not apply.
     """
+    config = _default_heads(config, model)
     config = _resolve_targets(config, model)
     config_dict = _config_dict(config, model)
     check_supported(config_dict, f"LoraConfig for {name!r}")
@@ -41,6 +42,16 @@ def new_adapter(name: str, config: LoraConfig, model: nn.Module, dtype: torch.dt
                 module = find_module(model, path)
                 copies[path] = {n: p.detach().clone() for n, p in module.named_parameters()}
     return Adapter(name=name, config=config_dict, modules=modules, module_copies=copies)
+
+
+def _default_heads(config: LoraConfig, model: nn.Module) -> LoraConfig:
+    """Give a sequence-classification adapter its own head, as PEFT's ``SEQ_CLS`` task does."""
+    task_type = getattr(config.task_type, "value", config.task_type)
+    if task_type != "SEQ_CLS":
+        return config
+    heads = [name for name in ("classifier", "score") if find_module(model, name) is not None]
+    config.modules_to_save = sorted(set(config.modules_to_save or []) | set(heads)) or None
+    return config
 
 
 def _resolve_targets(config: LoraConfig, model: nn.Module) -> LoraConfig:
