@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorakit.adapters.copies import combine_module_copies
 from lorakit.adapters.model import LoraModule
 from lorakit.runtime.routing import RoutingPlan, RuntimeState, Stack
 
@@ -283,19 +284,22 @@ class ModuleCopiesLayer(nn.Module):
         return torch.func.functional_call(self.base_module, self.stack_parameters(stack), args, kwargs)
 
     def stack_parameters(self, stack: Stack) -> dict[str, torch.Tensor]:
-        """Return ``base + sum_i w_i * (copy_i - base)`` for every parameter, cached per stack."""
+        """Return ``base + sum_i w_i * (copy_i - base)`` for every parameter, cached per stack.
+
+        The rule is :func:`lorakit.adapters.copies.combine_module_copies`, which
+        ``lorakit combine`` uses too. Stacks with trainable copies are not cached, so
+        gradients reach the copies.
+        """
         stack = tuple((name, weight) for name, weight in stack if name in self.copies)
-        if stack in self._combined and not any(p.requires_grad for n, _ in stack for p in self.copies[n].parameters()):
+        trainable = any(p.requires_grad for name, _ in stack for p in self.copies[name].parameters())
+        if stack in self._combined and not trainable:
             return self._combined[stack]
-        combined = {}
-        for parameter_name, base in self.base_module.named_parameters():
-            compute = torch.float64 if base.dtype == torch.float64 else torch.float32
-            total = base.detach().to(compute)
-            for name, weight in stack:
-                copy = self.copies[name].get_parameter(parameter_name)
-                total = total + weight * (copy.to(compute) - base.detach().to(compute))
-            combined[parameter_name] = total.to(base.dtype)
-        self._combined[stack] = combined
+        base = {name: parameter.detach() for name, parameter in self.base_module.named_parameters()}
+        copies = [dict(self.copies[name].named_parameters()) for name, _ in stack]
+        combined = combine_module_copies(copies, [weight for _, weight in stack], base, path=type(self.base_module).__name__)
+        combined = base if combined is None else combined
+        if not trainable:
+            self._combined[stack] = combined
         return combined
 
 
