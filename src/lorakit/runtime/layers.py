@@ -20,7 +20,6 @@ mixed dtypes take the out-of-place path.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -439,8 +438,3 @@ class _StackedGroups:
         delta = torch.bmm(torch.bmm(rows, self.lora_A_t), self.lora_B_t)  # (G, n*T, out)
         delta = delta.view(groups * n, tokens, -1).index_select(0, self.kept_slots)  # (B', T, out)
         out3.index_add_(0, self.scatter_rows, delta)
-
-
-def kaiming_init_(tensor: torch.Tensor) -> None:
-    """Initialise ``lora_A`` as PEFT and ``nn.Linear`` do (Kaiming uniform, a = sqrt(5))."""
-    nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
