@@ -127,7 +127,7 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise LorakitError(f'{path}, line {number}: expected an object with a "text" string, got {line.strip()[:80]!r}.')
             rows.append(row)
     if not rows:
-        raise LorakitError(f"{path} holds no rows; write one JSON object per line.")
+        raise LorakitError(f"{path} contains no rows; write one JSON object per line.")
     return rows
 
 
@@ -161,7 +161,12 @@ def predict(
 
 def _row_spec(row: Mapping[str, Any], number: int, loaded: list[str]) -> Any:
     spec = row.get("adapter")
-    names = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, Mapping) else []
+    if isinstance(spec, str):
+        names = [spec]
+    elif isinstance(spec, Mapping):
+        names = list(spec)
+    else:
+        names = []
     unknown = [name for name in names if name not in loaded]
     if unknown or not (spec is None or isinstance(spec, (str, Mapping))):
         raise RoutingError(
