@@ -15,6 +15,7 @@ import typer
 from lorakit.cli import inspect_cmd, predict_cmd
 from lorakit.cli import combine_cmd, compare_cmd, merge_cmd
 from lorakit.cli import train_cmd
+from lorakit.cli import demo_cmd
 from lorakit.errors import LorakitError
 from lorakit.logging_setup import configure_logging
 
@@ -42,6 +43,7 @@ app.command(name="combine")(combine_cmd.combine)
 app.command(name="merge")(merge_cmd.merge)
 app.command(name="compare")(compare_cmd.compare)
 app.command(name="train")(train_cmd.train)
+app.command(name="demo")(demo_cmd.demo)
 
 
 def main(argv: list[str] | None = None) -> None:
