@@ -116,8 +116,8 @@ def load_domain(name: str, train_rows: int, test_rows: int, seed: int) -> Domain
         generator.shuffle(texts)
         test += [{"text": text, "label": label} for text in texts[: test_rows // 2]]
         train += [{"text": text, "label": label} for text in texts[test_rows // 2 : needed]]
+    generator.shuffle(test)  # before train, whose length would change the generator's state
     generator.shuffle(train)
-    generator.shuffle(test)
     logger.info("%s: %d training and %d test rows drawn from %d usable rows", name, len(train), len(test), len(frame))
     return DomainRows(name, train, test, len(frame))
 

@@ -67,10 +67,10 @@ def plot_accuracy(result: DemoResult, path: Path) -> Path:
         axis.bar_label(bars, fmt="%.2f", fontsize=8)
     axis.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (balanced classes)")
     axis.set_xticks(range(len(names)), names)
-    axis.set_ylim(0, 1.05)
+    axis.set_ylim(0, 1.12)  # room above the bars for the legend
     axis.set_ylabel("accuracy")
     axis.set_title(f"lorakit demo: {result.settings.model}, size {result.settings.size}")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper left", ncol=len(result.domains) + 1, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
