@@ -11,11 +11,12 @@ wraps a module that adapters replace entirely (PEFT's ``modules_to_save``).
 Inference adds the adapters' outputs into the base layer's output in place
 (``addmm_``), which saves a full-size temporary per adapter. A routed batch is
 applied segment by segment, where a segment is a run of consecutive rows with one
-stack and costs two matrix products and no copies. When segments are short, as in
-token-by-token generation, it is applied as two batched products over groups of
-rows instead, with the groups' factors stacked once per plan. Autograd (trainable
-adapters, inputs that require grad), dropout in training mode, embeddings and
-mixed dtypes take the out-of-place path.
+stack and costs two matrix products and no copies. When a stack's rows are
+scattered over many segments, its rows are gathered and applied as one group
+instead. When segments are short, as in token-by-token generation, the batch is
+applied as two batched products over all groups, with the groups' factors stacked
+once per plan. Autograd (trainable adapters, inputs that require grad), dropout in
+training mode, embeddings and mixed dtypes take the out-of-place path.
 """
 
 from __future__ import annotations
@@ -371,13 +372,31 @@ class _LayerRoute:
         tokens_per_segment = x3.shape[0] * x3.shape[1] / len(self.segments)
         has_bias = any(t.bias is not None for _, terms in self.groups for t in terms)
         if self.calls == 1 or tokens_per_segment >= MIN_SEGMENT_TOKENS or has_bias:
-            for start, stop, terms in self.segments:
-                _add_terms_in_place(x3[start:stop], out3[start:stop], terms)
+            if len(self.segments) > 2 * len(self.groups):
+                self._add_by_group(x3, out3)  # rows of a stack are scattered: fewer, larger products
+            else:
+                for start, stop, terms in self.segments:
+                    _add_terms_in_place(x3[start:stop], out3[start:stop], terms)
             return result
         if self._stacked is None:
             self._stacked = _StackedGroups.build(self.groups, self.batch_size)
         self._stacked.add_in_place(x3, out3)
         return result
+
+    def _add_by_group(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
+        """Gather each group's rows, apply its stack, and add the result back into its rows."""
+        for rows, terms in self.groups:
+            x_rows = x3.index_select(0, rows).flatten(0, 1)  # (n*T, in)
+            delta = None
+            for term in terms:
+                hidden = F.linear(x_rows, term.lora_A).mul_(term.alpha)  # (n*T, r)
+                if delta is None:
+                    delta = F.linear(hidden, term.lora_B)  # (n*T, out)
+                else:
+                    delta.addmm_(hidden, term.lora_B.T)
+                if term.bias is not None:
+                    delta.add_(term.bias, alpha=term.alpha)
+            out3.index_add_(0, rows, delta.view(len(rows), x3.shape[1], -1))
 
 
 class _StackedGroups:
