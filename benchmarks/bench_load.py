@@ -9,8 +9,8 @@ timed) and ends with every adapter loaded, ready to activate or route:
 
 The folders are written first, so both read them from the page cache. lorakit keeps
 the factors in the memory-mapped safetensors files, so loading reads only headers and
-the first use reads the data; ``touch_s`` times a pass that reads every loaded factor
-once, for both, to show that deferred cost.
+the first use reads the data. ``touch_s`` times a pass that reads every loaded factor
+once, for both tools, to show that deferred cost.
 
 Example::
 
@@ -35,13 +35,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapters", type=int, nargs="+", default=[1, 4, 16, 64], help="numbers of adapters (default 1 4 16 64)")
     parser.add_argument("--rank", type=int, default=64, help="LoRA rank on every linear layer (default 64)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess each")
+    parser.add_argument("--memory-repeats", type=int, default=1, help="subprocesses per configuration for --memory (default 1)")
     parser.add_argument("--only", choices=["lorakit", "peft"], help=argparse.SUPPRESS)  # subprocess mode
     common.add_size_arguments(parser, rounds=3)
     return parser.parse_args(argv)
 
 
 def loaders(base_model, folders: list[Path]) -> dict:
-    """Return a function per tool that loads ``folders`` onto a fresh copy of ``base_model``."""
+    """Return the untimed ``prepare`` step (a fresh model copy), the timed ``load`` step and the loaded models."""
     loaded: dict[str, object] = {}
     copies: dict[str, torch.nn.Module] = {}
 
@@ -91,7 +92,11 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
     record["touch_s"] = {tool: common.summary(values) for tool, values in touch.items()}
     record["peft_over_lorakit_wall"] = common.summary([p / o for p, o in zip(wall["peft"], wall["lorakit"])])
     if args.memory:
-        record["peak_rss_mb"] = {tool: measure_memory(args, tool, count) for tool in ("lorakit", "peft")}
+        peaks: dict[str, list[float]] = {"lorakit": [], "peft": []}
+        for _ in range(args.memory_repeats):
+            for tool in peaks:
+                peaks[tool].append(measure_memory(args, tool, count))
+        record["peak_rss_mb"] = {tool: common.summary(values) for tool, values in peaks.items()}
     return record
 
 

@@ -35,6 +35,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=None, help="tokens per row (default 128 prefill, 16 generate)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per row (default 32)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess each")
+    parser.add_argument("--memory-repeats", type=int, default=1, help="subprocesses per configuration for --memory (default 1)")
+    parser.add_argument("--memory-only", action="store_true", help="measure peak memory only, with no timing")
     parser.add_argument("--only", choices=["base", "lorakit", "peft"], help=argparse.SUPPRESS)  # subprocess mode
     common.add_size_arguments(parser, rounds=5)
     args = parser.parse_args(argv)
@@ -71,6 +73,8 @@ def row_names(folders: list[Path], rows: int) -> list[str]:
 def measure_set(args, size, base_model, count: int, r: int) -> dict:
     """Time base, lorakit and PEFT for ``count`` adapters of rank ``r``, and compare their outputs."""
     folders = common.adapter_folders(args.workdir, size, r, count)
+    if args.memory_only:
+        return {"adapters": count, "r": r, "peak_rss_mb": memory_set(args, count, r)}
     names = row_names(folders, args.rows)
     runtime = common.load_lorakit(common.copy_model(base_model), folders)
     peft_model = common.load_peft(common.copy_model(base_model), folders)
@@ -88,9 +92,18 @@ def measure_set(args, size, base_model, count: int, r: int) -> dict:
     timings = common.interleaved(configs, args.rounds, label=f"{args.figure} n={count} r={r}")
     result = {"adapters": count, "r": r, "check": check, **timings.record(reference="base")}
     if args.memory:
-        result["peak_rss_mb"] = {name: measure_memory(args, name, count, r) for name in configs}
+        result["peak_rss_mb"] = memory_set(args, count, r)
     del runtime, peft_model
     return result
+
+
+def memory_set(args: argparse.Namespace, count: int, r: int) -> dict:
+    """Return the peak memory of base, lorakit and PEFT over ``--memory-repeats`` fresh processes each."""
+    peaks: dict[str, list[float]] = {name: [] for name in ("base", "lorakit", "peft")}
+    for _ in range(args.memory_repeats):
+        for name in peaks:
+            peaks[name].append(measure_memory(args, name, count, r))
+    return {name: common.summary(values) for name, values in peaks.items()}
 
 
 def measure_memory(args: argparse.Namespace, name: str, count: int, r: int) -> float:

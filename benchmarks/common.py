@@ -28,7 +28,6 @@ import torch
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PEFT_PREFIX = "base_model.model."
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 # Models and adapters -------------------------------------------------------------------
@@ -216,11 +215,6 @@ def ratios(times: dict[str, list[float]], reference: str) -> dict[str, dict[str,
     """Return, per configuration, the summary of its time divided by ``reference``'s time in the same round."""
     base = times[reference]
     return {name: summary([t / b for t, b in zip(values, base)]) for name, values in times.items() if name != reference}
-
-
-def describe(values: dict[str, float], unit: str = "", digits: int = 3) -> str:
-    """Format a summary as ``median (min-max)``."""
-    return f"{values['median']:.{digits}f}{unit} ({values['min']:.{digits}f}-{values['max']:.{digits}f})"
 
 
 # Memory --------------------------------------------------------------------------------
