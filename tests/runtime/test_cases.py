@@ -267,3 +267,22 @@ def test_new_classifier_adapter_gets_own_head():
     assert record.copy_paths == ["classifier"]
     assert not any(path.startswith("classifier") for path in record.module_paths)
     assert any(path.endswith("attention.self.query") for path in record.module_paths)
+
+
+def test_scattered_rows_equal_rows_alone(adapter_dir):
+    runtime = MultiAdapterModel(tiny_llama())
+    runtime.load_adapter(adapter_dir / "llama_qv", "a")
+    runtime.load_adapter(adapter_dir / "llama_vo", "b")
+    rows = ["a", "b", "a", None, {"a": 0.5, "b": -1.0}, "b", "a", {"a": 0.5, "b": -1.0}]
+    ids = token_batch(batch=len(rows))
+    expected = []
+    for row, spec in enumerate(rows):
+        runtime.activate(spec)
+        expected.append(logits(runtime, ids[row : row + 1]))
+    runtime.activate(None)
+    expected = torch.cat(expected)
+    with torch.no_grad(), runtime.route(rows):
+        first = runtime.model(input_ids=ids).logits
+        second = runtime.model(input_ids=ids).logits  # a plan applied again takes the batched path
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(second, expected, rtol=1e-5, atol=1e-5)
