@@ -125,6 +125,7 @@ class PeftTrainable:
 
     def __init__(self, base: PreTrainedModel, lora_config: LoraConfig) -> None:
         self.model: PeftModel = get_peft_model(base, lora_config)
+        _list_only_present_heads(self.model, base)
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(str(folder))
@@ -138,6 +139,23 @@ class PeftTrainable:
                 f"Checkpoint {str(folder)!r} holds tensors this model does not have ({', '.join(unexpected[:5])}); "
                 "resume with the settings the checkpoint was written with."
             )
+
+
+def _list_only_present_heads(model: PeftModel, base: nn.Module) -> None:
+    """Keep in each config's ``modules_to_save`` only the names of modules ``base`` has, once each.
+
+    PEFT's ``SEQ_CLS`` task appends both ``classifier`` and ``score`` to the list, so a BERT
+    adapter would be saved with ``["classifier", "classifier", "score"]``. PEFT appends them
+    again when it loads the adapter, so the shorter list loads the same.
+    """
+    paths = [path for path, _ in base.named_modules()]
+
+    def present(wanted: str) -> bool:
+        return any(path == wanted or path.endswith("." + wanted) for path in paths)
+
+    for config in model.peft_config.values():
+        if getattr(config, "modules_to_save", None):
+            config.modules_to_save = [name for name in dict.fromkeys(config.modules_to_save) if present(name)]
 
 
 class StackTrainable:
