@@ -150,8 +150,8 @@ def _list_only_present_heads(model: PeftModel, base: nn.Module) -> None:
     """
     paths = [path for path, _ in base.named_modules()]
 
-    def present(wanted: str) -> bool:
-        return any(path == wanted or path.endswith("." + wanted) for path in paths)
+    def present(module_name: str) -> bool:
+        return any(path == module_name or path.endswith("." + module_name) for path in paths)
 
     for config in model.peft_config.values():
         if getattr(config, "modules_to_save", None):
