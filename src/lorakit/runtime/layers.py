@@ -14,8 +14,10 @@ applied segment by segment, where a segment is a run of consecutive rows with on
 stack and costs two matrix products and no copies. When a stack's rows are
 scattered over many segments, its rows are gathered and applied as one group
 instead. When segments are short, as in token-by-token generation, the batch is
-applied as two batched products over all groups, with the groups' factors stacked
-once per plan. Autograd (trainable adapters, inputs that require grad), dropout in
+applied as two batched products over all groups. Their factors are read in place
+from a bank (:mod:`lorakit.runtime.banks`) when each group has one adapter and
+the adapters share a bank, and are copied into stacked tensors once per plan
+otherwise. Autograd (trainable adapters, inputs that require grad), dropout in
 training mode, embeddings and mixed dtypes take the out-of-place path.
 """
 
@@ -30,13 +32,14 @@ from torch import nn
 
 from lorakit.adapters.copies import combine_module_copies
 from lorakit.adapters.model import LoraModule
+from lorakit.runtime.banks import FactorBank
 from lorakit.runtime.routing import RoutingPlan, RuntimeState, Stack
 
 # A plan that a layer applies more than once (each step of generate()) goes through the
 # batched products when its segments average fewer tokens than this, because there the
-# per-call overhead of the segment loop dominates. The stacked factors are a copy made on
-# the second call, so a single forward never pays for it. Measured on a 2-core AMD EPYC
-# CPU (benchmarks/bench_routed.py); both paths give the same results.
+# per-call overhead of the segment loop dominates. The stacked factors (a bank, or a
+# copy) are set up on the second call, so a single forward never pays for them. Measured
+# on a 2-core AMD EPYC CPU (benchmarks/bench_routed.py); both paths give the same results.
 MIN_SEGMENT_TOKENS = 64
 
 
@@ -58,6 +61,7 @@ class LoraLayer(nn.Module):
         self.lora_bias = nn.ParameterDict()
         self.scaling: dict[str, float] = {}
         self.dropout: dict[str, float] = {}
+        self.banks: dict[tuple[int, torch.dtype, torch.device], FactorBank] = {}  # by (rank, dtype, device)
         object.__setattr__(self, "_state", state)  # shared, so not registered as a submodule
         self.train(base_layer.training)  # a new module would start in training mode
 
@@ -76,21 +80,58 @@ class LoraLayer(nn.Module):
     # Adapters ----------------------------------------------------------------------
 
     def add(self, name: str, module: LoraModule, dtype: torch.dtype, dropout: float = 0.0) -> None:
-        """Store one adapter's factors, frozen, on the base layer's device in ``dtype``."""
+        """Store a copy of one adapter's factors, frozen, on the base layer's device in ``dtype``.
+
+        The copy is the layer's own memory: it does not keep the adapter file's memory
+        map or the caller's tensors alive, and a bank can replace it and free it.
+        """
         device = self.base_layer.weight.device
-        self.lora_A[name] = nn.Parameter(module.lora_A.to(device, dtype), requires_grad=False)
-        self.lora_B[name] = nn.Parameter(module.lora_B.to(device, dtype), requires_grad=False)
+        self.lora_A[name] = nn.Parameter(_own_copy(module.lora_A, device, dtype), requires_grad=False)
+        self.lora_B[name] = nn.Parameter(_own_copy(module.lora_B, device, dtype), requires_grad=False)
         if module.lora_bias is not None:
-            self.lora_bias[name] = nn.Parameter(module.lora_bias.to(device, dtype), requires_grad=False)
+            self.lora_bias[name] = nn.Parameter(_own_copy(module.lora_bias, device, dtype), requires_grad=False)
         self.scaling[name] = module.scaling
         self.dropout[name] = dropout
 
     def remove(self, name: str) -> None:
+        for key, bank in list(self.banks.items()):
+            if name in bank.names:
+                bank.release(self.lora_A, self.lora_B)  # so that dropping the bank frees the removed factors
+                del self.banks[key]
         for store in (self.lora_A, self.lora_B, self.lora_bias):
             if name in store:
                 del store[name]
         self.scaling.pop(name, None)
         self.dropout.pop(name, None)
+
+    def bank_for(self, names: list[str]) -> FactorBank | None:
+        """Return a bank whose slots contain ``names``, building it if needed; ``None`` if they cannot share one.
+
+        Adapters share a bank when they are frozen, have no ``lora_bias``, and have one
+        rank, dtype and device. A new bank takes every such adapter of the layer.
+        """
+        if self.kind == "embedding" or not names:
+            return None
+        first = self.lora_A[names[0]]
+        key = (first.shape[0], first.dtype, first.device)
+        if not all(self._bankable(name, key) for name in names):
+            return None
+        bank = self.banks.get(key)
+        if bank is not None and all(bank.is_current(name, self.lora_A, self.lora_B) for name in names):
+            return bank
+        members = [name for name in self.lora_A if self._bankable(name, key)]
+        if bank is not None:
+            bank.release(self.lora_A, self.lora_B, keep=members)
+        self.banks[key] = FactorBank.build(members, self.lora_A, self.lora_B)
+        return self.banks[key]
+
+    def _bankable(self, name: str, key: tuple[int, torch.dtype, torch.device]) -> bool:
+        if name not in self.lora_A or name in self.lora_bias:
+            return False
+        lora_A, lora_B = self.lora_A[name], self.lora_B[name]
+        if lora_A.requires_grad or lora_B.requires_grad:
+            return False
+        return (lora_A.shape[0], lora_A.dtype, lora_A.device) == key and (lora_B.dtype, lora_B.device) == key[1:]
 
     def export(self, name: str, fan_in_fan_out: bool) -> LoraModule:
         """Return one adapter's factors as a :class:`LoraModule` (detached tensors)."""
@@ -312,6 +353,11 @@ class _Term(NamedTuple):
     bias: torch.Tensor | None  # (out,)
 
 
+def _own_copy(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Return a contiguous copy of ``tensor`` on ``device`` in ``dtype``, in one pass."""
+    return torch.empty(tensor.shape, device=device, dtype=dtype).copy_(tensor.detach())
+
+
 def _common_dtype(terms: tuple[_Term, ...] | None) -> torch.dtype | None:
     """Return the dtype of every factor in ``terms``; ``None`` if they differ or ``terms`` is ``None``."""
     if terms is None:
@@ -339,15 +385,19 @@ class _LayerRoute:
     """One layer's preparation of one routing plan, made on the layer's first call with the plan.
 
     Attributes:
+        layer: The layer, for its factor banks.
         segments: ``(start, stop, terms)`` per run of consecutive rows with a stack
             that has factors on this layer.
         groups: ``(rows, terms)`` per group of rows with such a stack.
+        group_names: Per group, the names of its stack's adapters that have factors on this layer.
         dtype: The factors' common dtype, or ``None`` when the plan must take the
             out-of-place path (trainable factors, active dropout, mixed dtypes, embeddings).
     """
 
+    layer: LoraLayer
     segments: list[tuple[int, int, tuple[_Term, ...]]]
     groups: list[tuple[torch.Tensor, tuple[_Term, ...]]]
+    group_names: list[list[str]]
     batch_size: int
     dtype: torch.dtype | None
     calls: int = 0
@@ -358,9 +408,11 @@ class _LayerRoute:
         terms_of: dict[Stack, tuple[_Term, ...] | None] = {group.stack: layer._terms(group.stack) for group in plan.groups}
         usable = layer.kind != "embedding" and all(terms is not None for terms in terms_of.values())
         segments = [(s.start, s.stop, terms_of[s.stack]) for s in plan.segments if terms_of[s.stack]]
-        groups = [(g.rows, terms_of[g.stack]) for g in plan.groups if terms_of[g.stack]]
+        used = [g for g in plan.groups if terms_of[g.stack]]
+        groups = [(g.rows, terms_of[g.stack]) for g in used]
+        names = [[name for name, _ in g.stack if name in layer.lora_A] for g in used]
         dtype = _common_dtype(tuple(t for _, terms in groups for t in terms)) if usable else None
-        return cls(segments, groups, plan.batch_size, dtype)  # type: ignore[arg-type]
+        return cls(layer, segments, groups, names, plan.batch_size, dtype)  # type: ignore[arg-type]
 
     def add_in_place(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """Add every row's stack output into ``result`` in place and return it."""
@@ -379,9 +431,39 @@ class _LayerRoute:
                     _add_terms_in_place(x3[start:stop], out3[start:stop], terms)
             return result
         if self._stacked is None:
-            self._stacked = _StackedGroups.build(self.groups, self.batch_size)
+            self._stacked = self._stack_groups()
         self._stacked.add_in_place(x3, out3)
         return result
+
+    def _stack_groups(self) -> _StackedGroups:
+        """Lay out the groups' factors for batched products: in place in a bank where it can, else as a copy."""
+        if all(len(names) == 1 for names in self.group_names):
+            names = [group[0] for group in self.group_names]
+            bank = self.layer.bank_for(names)
+            if bank is not None:
+                self._refresh_terms()
+                alphas = [terms[0].alpha for _, terms in self.groups]
+                stacked = _StackedGroups.from_bank(bank, names, alphas, [rows for rows, _ in self.groups], self.batch_size)
+                if stacked is not None:
+                    return stacked
+        return _StackedGroups.build(self.groups, self.batch_size)
+
+    def _refresh_terms(self) -> None:
+        """Take the factors again from the layer, whose bank may have replaced their storage.
+
+        Terms keep the tensors they were made with alive, so without this the old
+        storage would stay in memory for as long as the plan.
+        """
+        fresh: dict[int, _Term] = {}
+        for names, (_, terms) in zip(self.group_names, self.groups):
+            for name, term in zip(names, terms):
+                fresh[id(term)] = term._replace(lora_A=self.layer.lora_A[name], lora_B=self.layer.lora_B[name])
+
+        def renew(terms: tuple[_Term, ...]) -> tuple[_Term, ...]:
+            return tuple(fresh.get(id(term), term) for term in terms)  # segments share the groups' terms
+
+        self.groups = [(rows, renew(terms)) for rows, terms in self.groups]
+        self.segments = [(start, stop, renew(terms)) for start, stop, terms in self.segments]
 
     def _add_by_group(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
         """Gather each group's rows, apply its stack, and add the result back into its rows."""
@@ -400,22 +482,25 @@ class _LayerRoute:
 
 
 class _StackedGroups:
-    """The factors of a plan's groups stacked into ``(G, ...)`` tensors for batched products.
+    """A plan's factors as ``(S, ...)`` tensors, one slot per group, for batched products.
 
-    Group ``g`` gets ``A_g = [A_1; ...; A_k]`` and ``B_g = [alpha_1 B_1, ..., alpha_k B_k]``
-    over its stack, zero-padded to the largest summed rank ``R``, so its rows get
-    ``B_g @ A_g @ x``. Groups of unequal size are padded to the largest (``n`` rows)
-    by repeating a row whose padded outputs are dropped.
+    Slot ``s`` has ``A_s`` (``(R, in)``), ``B_s`` and a scale ``alpha_s``, and its rows
+    get ``alpha_s * B_s @ A_s @ x``. :meth:`from_bank` takes the slots as a view of a
+    :class:`~lorakit.runtime.banks.FactorBank`. :meth:`build` copies them: group ``g``
+    gets ``A_g = [A_1; ...; A_k]`` and ``B_g = [alpha_1 B_1, ..., alpha_k B_k]`` over its
+    stack, zero-padded to the largest summed rank. Slots with fewer rows than the
+    largest (``n`` rows) are padded by repeating a row whose outputs are dropped.
     """
 
-    def __init__(self, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows_per_group: int) -> None:
-        self.lora_A_t = lora_A.transpose(1, 2)  # (G, in, R)
-        self.lora_B_t = lora_B_t  # (G, R, out)
-        self.rows_per_group = rows_per_group
-        self.in_order = True  # group g is rows g*n .. (g+1)*n - 1, so x needs no gather
-        self.gather_rows: torch.Tensor | None = None  # (G * n,) row of x for each padded slot
-        self.kept_slots: torch.Tensor | None = None  # (rows,) padded slots that are real rows
-        self.scatter_rows: torch.Tensor | None = None  # (rows,) row of the output for each kept slot
+    def __init__(self, lora_A: torch.Tensor, lora_B_t: torch.Tensor, alpha: torch.Tensor | None) -> None:
+        self.lora_A_t = lora_A.transpose(1, 2)  # (S, in, R)
+        self.lora_B_t = lora_B_t  # (S, R, out)
+        self.alpha = alpha  # (S, 1, 1), or None when the scales are inside lora_B_t
+        self.rows_per_slot = 0
+        self.in_order = True  # slot s is rows s*n .. (s+1)*n - 1, so x needs no gather
+        self.gather_rows: torch.Tensor | None = None  # (S * n,) row of x for each padded place
+        self.kept_places: torch.Tensor | None = None  # (rows,) padded places that are real rows
+        self.scatter_rows: torch.Tensor | None = None  # (rows,) row of the output for each kept place
 
     @classmethod
     def build(cls, groups: list[tuple[torch.Tensor, tuple[_Term, ...]]], batch_size: int) -> _StackedGroups:
@@ -432,28 +517,67 @@ class _StackedGroups:
                 lora_A[index, offset : offset + r] = term.lora_A
                 lora_B_t[index, offset : offset + r] = term.lora_B.T * term.alpha
                 offset += r
-        sizes = [len(rows) for rows, _ in groups]
-        stacked = cls(lora_A, lora_B_t, max(sizes))
-        order = torch.cat([rows for rows, _ in groups])
-        if len(set(sizes)) == 1 and order.tolist() == list(range(batch_size)):
-            return stacked
-        stacked.in_order = False
-        padded = [torch.cat([rows, rows[:1].expand(stacked.rows_per_group - len(rows))]) for rows, _ in groups]
-        stacked.gather_rows = torch.cat(padded)
-        stacked.kept_slots = torch.cat(
-            [torch.arange(len(rows), device=rows.device) + g * stacked.rows_per_group for g, (rows, _) in enumerate(groups)]
-        )
-        stacked.scatter_rows = order
+        stacked = cls(lora_A, lora_B_t, None)
+        stacked._arrange([rows for rows, _ in groups], batch_size)
         return stacked
 
-    def add_in_place(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
-        """Add ``B_g @ A_g @ x`` into the output rows of every group."""
-        groups, n, tokens = self.lora_A_t.shape[0], self.rows_per_group, x3.shape[1]
-        if self.in_order:
-            hidden = torch.bmm(x3.reshape(groups, n * tokens, -1), self.lora_A_t)  # (G, n*T, R)
-            out3.view(groups, n * tokens, -1).baddbmm_(hidden, self.lora_B_t)  # (G, n*T, out)
+    @classmethod
+    def from_bank(
+        cls, bank: FactorBank, names: list[str], alphas: list[float], rows: list[torch.Tensor], batch_size: int
+    ) -> _StackedGroups | None:
+        """Use the run of bank slots that contains ``names`` (group ``g`` is ``names[g]`` at ``alphas[g]``).
+
+        Returns ``None`` when two groups use one adapter, or when the run is more than
+        twice as long as the number of groups: each unused slot in the run costs as
+        much as a group.
+        """
+        slots = [bank.slots[name] for name in names]
+        if len(set(slots)) < len(slots):
+            return None
+        low, high = min(slots), max(slots)
+        span = high - low + 1
+        if span > 2 * len(slots):
+            return None
+        device = rows[0].device
+        alpha = torch.zeros(span, 1, 1, dtype=bank.lora_A.dtype, device=bank.lora_A.device)
+        rows_per_slot = [torch.empty(0, dtype=torch.long, device=device) for _ in range(span)]
+        for slot, scale, group_rows in zip(slots, alphas, rows):
+            alpha[slot - low] = scale
+            rows_per_slot[slot - low] = group_rows
+        stacked = cls(bank.lora_A[low : high + 1], bank.lora_B_t[low : high + 1], alpha)
+        stacked._arrange(rows_per_slot, batch_size)
+        return stacked
+
+    def _arrange(self, rows_per_slot: list[torch.Tensor], batch_size: int) -> None:
+        """Work out how the batch's rows map to ``(slot, place)``, padding every slot to ``n`` places."""
+        sizes = [len(rows) for rows in rows_per_slot]
+        self.rows_per_slot = max(sizes)
+        order = torch.cat(rows_per_slot)
+        if len(set(sizes)) == 1 and order.tolist() == list(range(batch_size)):
             return
-        rows = x3.index_select(0, self.gather_rows).view(groups, n * tokens, -1)  # (G, n*T, in)
-        delta = torch.bmm(torch.bmm(rows, self.lora_A_t), self.lora_B_t)  # (G, n*T, out)
-        delta = delta.view(groups * n, tokens, -1).index_select(0, self.kept_slots)  # (B', T, out)
+        self.in_order = False
+        n = self.rows_per_slot
+        filler = order[:1]  # any real row: its padded outputs are dropped
+        padded = [torch.cat([rows, filler.expand(n - len(rows))]) for rows in rows_per_slot]
+        self.gather_rows = torch.cat(padded)
+        self.kept_places = torch.cat(
+            [torch.arange(len(rows), device=order.device) + s * n for s, rows in enumerate(rows_per_slot)]
+        )
+        self.scatter_rows = order
+
+    def add_in_place(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
+        """Add ``alpha_s * B_s @ A_s @ x`` into the output rows of every slot."""
+        slots, n, tokens = self.lora_A_t.shape[0], self.rows_per_slot, x3.shape[1]
+        if self.in_order:
+            hidden = torch.bmm(x3.reshape(slots, n * tokens, -1), self.lora_A_t)  # (S, n*T, R)
+            if self.alpha is not None:
+                hidden.mul_(self.alpha)
+            out3.view(slots, n * tokens, -1).baddbmm_(hidden, self.lora_B_t)  # (S, n*T, out)
+            return
+        rows = x3.index_select(0, self.gather_rows).view(slots, n * tokens, -1)  # (S, n*T, in)
+        hidden = torch.bmm(rows, self.lora_A_t)  # (S, n*T, R)
+        if self.alpha is not None:
+            hidden.mul_(self.alpha)
+        delta = torch.bmm(hidden, self.lora_B_t)  # (S, n*T, out)
+        delta = delta.view(slots * n, tokens, -1).index_select(0, self.kept_places)  # (B', T, out)
         out3.index_add_(0, self.scatter_rows, delta)
