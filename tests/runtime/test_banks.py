@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from lorakit import MultiAdapterModel
 from lorakit.adapters.io import SAFETENSORS_NAME
+from lorakit.runtime import banks
 
 NAMES = ("a", "b", "c", "d", "e", "f")
 
@@ -116,34 +117,61 @@ def test_plans_outside_bank_copy_factors(bank_adapters, rows):
     assert stacked_of(plan, q_proj(runtime)).alpha is None  # the copied layout carries the scales
 
 
-def test_unload_frees_bank(bank_adapters):
+def test_unload_moves_last_into_slot(bank_adapters):
     runtime = runtime_with(bank_adapters, NAMES[:4])
-    ids = token_batch(batch=4, length=1)
-    routed_twice(runtime, ids, ["a", "b", "c", "d"])
     runtime.unload_adapter("b")
 
     layer = q_proj(runtime)
-    assert layer.banks == {}
-    for name in ("a", "c", "d"):
-        for parameter in (layer.lora_A[name], layer.lora_B[name]):
-            assert parameter.untyped_storage().nbytes() == parameter.numel() * parameter.element_size()
-    rows = ["d", "c", "a"]
-    expected = rows_alone(runtime, ids[:3], rows)
-    _, second, _ = routed_twice(runtime, ids[:3], rows)
-    torch.testing.assert_close(second, expected, rtol=1e-5, atol=1e-5)
-    assert layer.banks[(4, torch.float32, torch.device("cpu"))].names == ["a", "c", "d"]
-
-
-def test_load_after_bank_rebuilds_it(bank_adapters):
-    runtime = runtime_with(bank_adapters, NAMES[:2])
+    bank = layer.banks[(4, torch.float32, torch.device("cpu"))]
+    assert bank.names == ["a", "d", "c"]
+    assert layer.lora_A["d"].data_ptr() == bank.lora_A[1].data_ptr()
     ids = token_batch(batch=3, length=1)
-    routed_twice(runtime, ids, ["a", "b", "a"])
-    runtime.load_adapter(bank_adapters["c"], "c")
-    rows = ["c", "b", "a"]
+    rows = ["d", "c", "a"]
     expected = rows_alone(runtime, ids, rows)
-    _, second, _ = routed_twice(runtime, ids, rows)
+    _, second, plan = routed_twice(runtime, ids, rows)
     torch.testing.assert_close(second, expected, rtol=1e-5, atol=1e-5)
-    assert q_proj(runtime).banks[(4, torch.float32, torch.device("cpu"))].names == ["a", "b", "c"]
+    assert stacked_of(plan, layer).alpha is not None
+
+
+def test_bank_grows_and_shrinks(bank_adapters, monkeypatch):
+    monkeypatch.setattr(banks, "INITIAL_CAPACITY", 2)
+    runtime = runtime_with(bank_adapters, NAMES[:2])
+    layer = q_proj(runtime)
+    parameter = layer.lora_A["a"]
+    runtime.load_adapter(bank_adapters["c"], "c")
+    bank = layer.banks[(4, torch.float32, torch.device("cpu"))]
+    assert bank.capacity == 4
+    assert layer.lora_A["a"] is parameter  # an optimizer holding it stays valid
+    assert parameter.data_ptr() == bank.lora_A[0].data_ptr()
+
+    runtime.load_adapter(bank_adapters["d"], "d")
+    runtime.load_adapter(bank_adapters["e"], "e")
+    assert bank.capacity == 8
+    for name in ("a", "b", "d", "e"):
+        runtime.unload_adapter(name)
+    assert bank.names == ["c"]
+    assert bank.capacity == 2  # halved at 2 of 8 slots used, and again at 1 of 4
+    ids = token_batch(batch=1, length=3)
+    expected = rows_alone(runtime_with(bank_adapters, ["c"]), ids, ["c"])
+    torch.testing.assert_close(rows_alone(runtime, ids, ["c"]), expected, rtol=0, atol=0)
+
+
+def test_trainable_parameters_survive_growth(bank_adapters):
+    from peft import LoraConfig
+
+    runtime = runtime_with(bank_adapters, NAMES[:1])
+    runtime.add_adapter("new", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainable = runtime.trainable_parameters()
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    runtime.load_adapter(bank_adapters["b"], "b")
+    runtime.load_adapter(bank_adapters["c"], "c")
+    assert [id(p) for p in runtime.trainable_parameters()] == [id(p) for p in trainable]
+
+    runtime.activate("new")
+    runtime.model(input_ids=token_batch(batch=2, length=4)).logits.pow(2).mean().backward()
+    optimizer.step()
+    layer = q_proj(runtime)
+    assert layer.lora_B["new"].abs().sum() > 0  # lora_B starts at zero; the step reached the layer's parameter
 
 
 def test_save_after_bank_equals_file(bank_adapters, tmp_path):
@@ -166,7 +194,9 @@ def test_dtype_change_rebuilds_bank(bank_adapters):
     expected = rows_alone(runtime, ids, rows)
     _, second, _ = routed_twice(runtime, ids, rows)
     torch.testing.assert_close(second, expected, rtol=1e-10, atol=1e-10)
-    assert (4, torch.float64, torch.device("cpu")) in q_proj(runtime).banks
+    layer = q_proj(runtime)
+    assert list(layer.banks) == [(4, torch.float64, torch.device("cpu"))]
+    assert layer.banks[(4, torch.float64, torch.device("cpu"))].is_current("c")
 
 
 def test_generation_with_bank_equals_rows_alone(bank_adapters):
@@ -181,3 +211,15 @@ def test_generation_with_bank_equals_rows_alone(bank_adapters):
             alone = runtime.model.generate(input_ids=ids[row : row + 1], **settings)
             assert torch.equal(routed[row], alone[0]), name
     assert q_proj(runtime).banks[(4, torch.float32, torch.device("cpu"))].names == list(rows)
+
+
+def test_frozen_and_trainable_give_same_bits(bank_adapters):
+    """A trainable adapter takes the out-of-place path, a frozen one the in-place path; both give the same bits."""
+    runtime = runtime_with(bank_adapters, ["a", "wide"])
+    runtime.activate({"a": 0.7, "wide": -1.3})
+    ids = token_batch(batch=2, length=6)
+    with torch.no_grad():
+        frozen = runtime.model(input_ids=ids).logits
+        runtime.set_trainable("wide", True)
+        trainable = runtime.model(input_ids=ids).logits
+    assert torch.equal(frozen, trainable)

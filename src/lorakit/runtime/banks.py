@@ -1,81 +1,141 @@
-"""Per-layer banks: the frozen factors of one rank stored as one tensor per factor.
+"""Per-layer banks: the LoRA factors of one rank stored as one tensor per factor.
 
 A routed decode step applies a different adapter to each group of rows with two
 batched products, which need the groups' factors in one ``(G, r, in)`` and one
-``(G, r, out)`` tensor. Copying the factors into such tensors for every ``generate``
-call would hold every used adapter twice. A bank instead becomes the storage: once
-built, each member's ``lora_A`` parameter is a view ``A[slot]`` and its ``lora_B``
-a view ``B_t[slot].T``, so a plan whose adapters occupy a run of slots reads them
-in place.
+``(G, r, out)`` tensor. Copying the factors into such tensors for each ``generate``
+call would hold every used adapter twice. So the factors live in banks from the
+moment they are loaded. Each adapter's ``lora_A`` parameter is a view ``A[slot]`` of
+its layer's bank and its ``lora_B`` a view ``B_t[slot].T``. A plan whose adapters
+occupy a run of slots reads them in place.
 
-A layer builds a bank the first time a plan needs one, from every frozen adapter of
-that rank, dtype and device on the layer, in load order. Building copies each member
-once and frees its old storage, so the extra memory is one layer's bank at a time.
+A bank starts with room for eight adapters and doubles its capacity when it is full,
+copying its members once. It points their parameters at the new slots through
+``.data``, so a parameter object (held by an optimizer, say) stays valid. On the CPU
+a bank's memory is an anonymous memory map: pages of unused slots are never written,
+so they take no memory, and a replaced bank returns its memory to the system at
+once instead of leaving free blocks in the heap. An unloaded adapter's slot takes
+the last member and the emptied pages are released; a bank a quarter full or less
+shrinks to half its capacity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+import math
+import mmap
 
 import torch
 from torch import nn
 
+INITIAL_CAPACITY = 8
 
-@dataclass
+
 class FactorBank:
-    """Frozen LoRA factors of one rank on one layer, one slot per adapter.
+    """LoRA factors of one rank, dtype and device on one layer, one slot per adapter.
 
-    Attributes:
-        names: Adapter names, slot by slot.
-        lora_A: ``(N, r, in)`` factors; slot ``i`` is ``names[i]``'s ``lora_A``.
-        lora_B_t: ``(N, r, out)`` transposed ``lora_B`` factors.
+    Args:
+        rank: The rank ``r`` of every member.
+        in_features: Columns of ``lora_A``.
+        out_features: Rows of ``lora_B``.
+        dtype: The factors' dtype.
+        device: The factors' device.
     """
 
-    names: list[str]
-    lora_A: torch.Tensor
-    lora_B_t: torch.Tensor
+    def __init__(self, rank: int, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.names: list[str] = []
+        self.slots: dict[str, int] = {}
+        self.lora_A, self._map_A = _allocate((0, rank, in_features), dtype, device)  # (capacity, r, in)
+        self.lora_B_t, self._map_B = _allocate((0, rank, out_features), dtype, device)  # (capacity, r, out)
+        self._parameters: list[tuple[nn.Parameter, nn.Parameter]] = []  # (lora_A, lora_B) per slot
 
     @property
-    def slots(self) -> dict[str, int]:
-        return {name: slot for slot, name in enumerate(self.names)}
+    def capacity(self) -> int:
+        return self.lora_A.shape[0]
 
-    @classmethod
-    def build(cls, names: list[str], lora_A: nn.ParameterDict, lora_B: nn.ParameterDict) -> FactorBank:
-        """Copy the factors of ``names`` into a new bank and point their parameters at its slots."""
-        bank = cls(
-            names=list(names),
-            lora_A=torch.stack([lora_A[name].detach() for name in names]),
-            lora_B_t=torch.stack([lora_B[name].detach().T for name in names]),
-        )
-        for slot, name in enumerate(names):
-            lora_A[name] = nn.Parameter(bank.lora_A[slot], requires_grad=False)
-            lora_B[name] = nn.Parameter(bank.lora_B_t[slot].T, requires_grad=False)
-        return bank
+    def add(self, name: str, lora_A: nn.Parameter, lora_B: nn.Parameter, values_A: torch.Tensor, values_B: torch.Tensor) -> None:
+        """Copy ``values_A`` (``(r, in)``) and ``values_B`` (``(out, r)``) into a new slot and point the parameters at it."""
+        if len(self.names) == self.capacity:
+            self._resize(max(INITIAL_CAPACITY, 2 * self.capacity))
+        slot = len(self.names)
+        self.lora_A[slot].copy_(values_A.detach())
+        self.lora_B_t[slot].copy_(values_B.detach().T)
+        self.names.append(name)
+        self.slots[name] = slot
+        self._parameters.append((lora_A, lora_B))
+        self._point(slot)
 
-    def is_current(self, name: str, lora_A: nn.ParameterDict, lora_B: nn.ParameterDict) -> bool:
+    def remove(self, name: str) -> None:
+        """Give ``name``'s parameters their own copy, and fill its slot with the last member."""
+        slot, last = self.slots.pop(name), len(self.names) - 1
+        lora_A, lora_B = self._parameters[slot]
+        lora_A.data = lora_A.detach().clone()
+        lora_B.data = lora_B.detach().clone(memory_format=torch.contiguous_format)
+        if slot != last:
+            self.lora_A[slot].copy_(self.lora_A[last])
+            self.lora_B_t[slot].copy_(self.lora_B_t[last])
+            self.names[slot] = self.names[last]
+            self.slots[self.names[slot]] = slot
+            self._parameters[slot] = self._parameters[last]
+            self._point(slot)
+        self.names.pop()
+        self._parameters.pop()
+        _release_pages(self._map_A, self.lora_A, last)
+        _release_pages(self._map_B, self.lora_B_t, last)
+        if self.names and len(self.names) <= self.capacity // 4:
+            self._resize(max(INITIAL_CAPACITY, self.capacity // 2))
+
+    def is_current(self, name: str) -> bool:
         """Tell whether ``name``'s parameters are still views of its slot.
 
-        ``module.to()`` or an assignment to ``.data`` gives a parameter new storage, and
-        the bank is then out of date for it.
+        ``module.to()`` or an assignment to ``.data`` from outside gives a parameter new
+        storage, and the bank is then out of date for it.
         """
         slot = self.slots.get(name)
-        if slot is None or name not in lora_A or name not in lora_B:
+        if slot is None:
             return False
-        return _same_view(lora_A[name], self.lora_A[slot]) and _same_view(lora_B[name], self.lora_B_t[slot].T)
+        lora_A, lora_B = self._parameters[slot]
+        return _same_view(lora_A, self.lora_A[slot]) and _same_view(lora_B, self.lora_B_t[slot].T)
 
-    def release(self, lora_A: nn.ParameterDict, lora_B: nn.ParameterDict, keep: Collection[str] = ()) -> None:
-        """Give each member not in ``keep`` that still views the bank its own copy.
+    def _resize(self, capacity: int) -> None:
+        if capacity == self.capacity:
+            return
+        count = len(self.names)
+        lora_A, map_A = _allocate((capacity, *self.lora_A.shape[1:]), self.lora_A.dtype, self.lora_A.device)
+        lora_B_t, map_B = _allocate((capacity, *self.lora_B_t.shape[1:]), self.lora_B_t.dtype, self.lora_B_t.device)
+        lora_A[:count].copy_(self.lora_A[:count])
+        lora_B_t[:count].copy_(self.lora_B_t[:count])
+        self.lora_A, self.lora_B_t, self._map_A, self._map_B = lora_A, lora_B_t, map_A, map_B
+        for slot in range(count):
+            self._point(slot)
 
-        Once no parameter views the bank, dropping it frees its memory.
-        """
-        for name in self.names:
-            if name in keep or not self.is_current(name, lora_A, lora_B):
-                continue
-            for store in (lora_A, lora_B):
-                parameter = store[name]
-                copy = parameter.detach().clone(memory_format=torch.contiguous_format)
-                store[name] = nn.Parameter(copy, requires_grad=parameter.requires_grad)
+    def _point(self, slot: int) -> None:
+        lora_A, lora_B = self._parameters[slot]
+        lora_A.data = self.lora_A[slot]
+        lora_B.data = self.lora_B_t[slot].T
+
+
+def _allocate(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, mmap.mmap | None]:
+    """Return an uninitialised tensor, and on the CPU the anonymous memory map that contains it.
+
+    The tensor keeps the map alive, and the map is unmapped when the tensor is freed.
+    """
+    count = math.prod(shape)
+    if torch.device(device).type != "cpu" or count == 0:
+        return torch.empty(shape, dtype=dtype, device=device), None
+    if hasattr(mmap, "MAP_PRIVATE"):  # private, so that MADV_DONTNEED frees pages (the default map is shared)
+        memory = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        memory = mmap.mmap(-1, count * dtype.itemsize)
+    return torch.frombuffer(memory, dtype=dtype, count=count).view(shape), memory
+
+
+def _release_pages(memory: mmap.mmap | None, bank: torch.Tensor, slot: int) -> None:
+    """Give the whole pages of slot ``slot`` and the slots after it back to the system; they read as zeros."""
+    if memory is None or not hasattr(memory, "madvise"):
+        return
+    slot_bytes = bank[0].numel() * bank.element_size()
+    start = -(-slot * slot_bytes // mmap.PAGESIZE) * mmap.PAGESIZE  # rounded up to a page
+    if start < len(memory):
+        memory.madvise(mmap.MADV_DONTNEED, start, len(memory) - start)
 
 
 def _same_view(parameter: torch.Tensor, view: torch.Tensor) -> bool:

@@ -82,56 +82,78 @@ class LoraLayer(nn.Module):
     def add(self, name: str, module: LoraModule, dtype: torch.dtype, dropout: float = 0.0) -> None:
         """Store a copy of one adapter's factors, frozen, on the base layer's device in ``dtype``.
 
-        The copy is the layer's own memory: it does not keep the adapter file's memory
-        map or the caller's tensors alive, and a bank can replace it and free it.
+        A ``Linear`` or ``Conv1D`` layer keeps the factors in the bank of their rank
+        (:mod:`lorakit.runtime.banks`). The copy does not keep the adapter file's memory
+        map or the caller's tensors alive.
         """
         device = self.base_layer.weight.device
-        self.lora_A[name] = nn.Parameter(_own_copy(module.lora_A, device, dtype), requires_grad=False)
-        self.lora_B[name] = nn.Parameter(_own_copy(module.lora_B, device, dtype), requires_grad=False)
+        if self.kind == "embedding":
+            self.lora_A[name] = nn.Parameter(_own_copy(module.lora_A, device, dtype), requires_grad=False)
+            self.lora_B[name] = nn.Parameter(_own_copy(module.lora_B, device, dtype), requires_grad=False)
+        else:
+            self.lora_A[name] = nn.Parameter(torch.empty(0, device=device, dtype=dtype), requires_grad=False)
+            self.lora_B[name] = nn.Parameter(torch.empty(0, device=device, dtype=dtype), requires_grad=False)
+            bank = self._bank_of(module.lora_A.shape, module.lora_B.shape, dtype, device)
+            bank.add(name, self.lora_A[name], self.lora_B[name], module.lora_A, module.lora_B)
         if module.lora_bias is not None:
             self.lora_bias[name] = nn.Parameter(_own_copy(module.lora_bias, device, dtype), requires_grad=False)
         self.scaling[name] = module.scaling
         self.dropout[name] = dropout
 
+    def _bank_of(self, shape_A: torch.Size, shape_B: torch.Size, dtype: torch.dtype, device: torch.device) -> FactorBank:
+        """Return the bank for factors of shapes ``(r, in)`` and ``(out, r)``, creating it if needed."""
+        key = (shape_A[0], dtype, device)
+        if key not in self.banks:
+            self.banks[key] = FactorBank(shape_A[0], shape_A[1], shape_B[0], dtype, device)
+        return self.banks[key]
+
     def remove(self, name: str) -> None:
         for key, bank in list(self.banks.items()):
-            if name in bank.names:
-                bank.release(self.lora_A, self.lora_B)  # so that dropping the bank frees the removed factors
-                del self.banks[key]
+            if name in bank.slots:
+                bank.remove(name)
+                if not bank.names:
+                    del self.banks[key]
         for store in (self.lora_A, self.lora_B, self.lora_bias):
             if name in store:
                 del store[name]
         self.scaling.pop(name, None)
         self.dropout.pop(name, None)
 
-    def bank_for(self, names: list[str]) -> FactorBank | None:
-        """Return a bank whose slots contain ``names``, building it if needed; ``None`` if they cannot share one.
+    def _apply(self, fn: Any, recurse: bool = True) -> LoraLayer:
+        """Convert or move the layer (``module.to()``, ``half()``...), then put the factors back into banks.
 
-        Adapters share a bank when they are frozen, have no ``lora_bias``, and have one
-        rank, dtype and device. A new bank takes every such adapter of the layer.
+        ``nn.Module._apply`` gives each parameter its own converted storage, which
+        leaves the banks out of date.
         """
-        if self.kind == "embedding" or not names:
+        super()._apply(fn, recurse)
+        for key, bank in list(self.banks.items()):
+            if all(bank.is_current(name) for name in bank.names):
+                continue
+            del self.banks[key]
+            for name in bank.names:
+                lora_A, lora_B = self.lora_A[name], self.lora_B[name]
+                bank = self._bank_of(lora_A.shape, lora_B.shape, lora_A.dtype, lora_A.device)
+                bank.add(name, lora_A, lora_B, lora_A.detach(), lora_B.detach())
+        return self
+
+    def bank_for(self, names: list[str]) -> FactorBank | None:
+        """Return the bank whose slots contain ``names``; ``None`` if they are not all in one bank.
+
+        Adapters that are trainable or have a ``lora_bias`` are left out, because the
+        batched products apply neither.
+        """
+        if not names or names[0] not in self.lora_A:
             return None
         first = self.lora_A[names[0]]
-        key = (first.shape[0], first.dtype, first.device)
-        if not all(self._bankable(name, key) for name in names):
+        bank = self.banks.get((first.shape[0], first.dtype, first.device))
+        if bank is None:
             return None
-        bank = self.banks.get(key)
-        if bank is not None and all(bank.is_current(name, self.lora_A, self.lora_B) for name in names):
-            return bank
-        members = [name for name in self.lora_A if self._bankable(name, key)]
-        if bank is not None:
-            bank.release(self.lora_A, self.lora_B, keep=members)
-        self.banks[key] = FactorBank.build(members, self.lora_A, self.lora_B)
-        return self.banks[key]
-
-    def _bankable(self, name: str, key: tuple[int, torch.dtype, torch.device]) -> bool:
-        if name not in self.lora_A or name in self.lora_bias:
-            return False
-        lora_A, lora_B = self.lora_A[name], self.lora_B[name]
-        if lora_A.requires_grad or lora_B.requires_grad:
-            return False
-        return (lora_A.shape[0], lora_A.dtype, lora_A.device) == key and (lora_B.dtype, lora_B.device) == key[1:]
+        for name in names:
+            if not bank.is_current(name) or name in self.lora_bias:
+                return None
+            if self.lora_A[name].requires_grad or self.lora_B[name].requires_grad:
+                return None
+        return bank
 
     def export(self, name: str, fan_in_fan_out: bool) -> LoraModule:
         """Return one adapter's factors as a :class:`LoraModule` (detached tensors)."""
@@ -232,9 +254,13 @@ class LoraLayer(nn.Module):
         p = self.dropout.get(name, 0.0)
         if p and self.training:
             x = F.dropout(x, p=p, training=True)
-        hidden = F.linear(x, lora_A)  # (B, T, r)
-        bias = self.lora_bias[name] if name in self.lora_bias else None
-        return F.linear(hidden, lora_B, bias) * factor  # (B, T, out)
+        # The same operations as the in-place path (scale the (B, T, r) hidden state, then
+        # multiply by lora_B.T) make both paths give the same bits for adapters without lora_bias.
+        hidden = F.linear(x, lora_A) * factor  # (B, T, r)
+        output = hidden @ lora_B.T  # (B, T, out)
+        if name in self.lora_bias:
+            output = output + self.lora_bias[name] * factor
+        return output
 
     # Merging -----------------------------------------------------------------------
 
@@ -374,7 +400,8 @@ def _add_terms_in_place(x: torch.Tensor, result: torch.Tensor, terms: tuple[_Ter
     x2 = x.reshape(-1, x.shape[-1])  # (tokens, in)
     out2 = result.view(-1, result.shape[-1])  # (tokens, out)
     for term in terms:
-        out2.addmm_(F.linear(x2, term.lora_A), term.lora_B.T, alpha=term.alpha)  # (tokens, r) @ (r, out)
+        hidden = F.linear(x2, term.lora_A).mul_(term.alpha)  # (tokens, r)
+        out2.addmm_(hidden, term.lora_B.T)  # (tokens, r) @ (r, out)
         if term.bias is not None:
             out2.add_(term.bias, alpha=term.alpha)
     return result
@@ -441,29 +468,11 @@ class _LayerRoute:
             names = [group[0] for group in self.group_names]
             bank = self.layer.bank_for(names)
             if bank is not None:
-                self._refresh_terms()
                 alphas = [terms[0].alpha for _, terms in self.groups]
                 stacked = _StackedGroups.from_bank(bank, names, alphas, [rows for rows, _ in self.groups], self.batch_size)
                 if stacked is not None:
                     return stacked
         return _StackedGroups.build(self.groups, self.batch_size)
-
-    def _refresh_terms(self) -> None:
-        """Take the factors again from the layer, whose bank may have replaced their storage.
-
-        Terms keep the tensors they were made with alive, so without this the old
-        storage would stay in memory for as long as the plan.
-        """
-        fresh: dict[int, _Term] = {}
-        for names, (_, terms) in zip(self.group_names, self.groups):
-            for name, term in zip(names, terms):
-                fresh[id(term)] = term._replace(lora_A=self.layer.lora_A[name], lora_B=self.layer.lora_B[name])
-
-        def renew(terms: tuple[_Term, ...]) -> tuple[_Term, ...]:
-            return tuple(fresh.get(id(term), term) for term in terms)  # segments share the groups' terms
-
-        self.groups = [(rows, renew(terms)) for rows, terms in self.groups]
-        self.segments = [(start, stop, renew(terms)) for start, stop, terms in self.segments]
 
     def _add_by_group(self, x3: torch.Tensor, out3: torch.Tensor) -> None:
         """Gather each group's rows, apply its stack, and add the result back into its rows."""
@@ -473,7 +482,7 @@ class _LayerRoute:
             for term in terms:
                 hidden = F.linear(x_rows, term.lora_A).mul_(term.alpha)  # (n*T, r)
                 if delta is None:
-                    delta = F.linear(hidden, term.lora_B)  # (n*T, out)
+                    delta = hidden @ term.lora_B.T  # (n*T, out)
                 else:
                     delta.addmm_(hidden, term.lora_B.T)
                 if term.bias is not None:
