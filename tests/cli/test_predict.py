@@ -29,9 +29,7 @@ def adapters(tmp_path_factory):
                 if "lora_" in key or "modules_to_save" in key:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
         peft_model.save_pretrained(root / name)
-        config = json.loads((root / name / "adapter_config.json").read_text())
-        config["id2label"] = {"0": "negative", "1": "positive"}
-        (root / name / "adapter_config.json").write_text(json.dumps(config))
+        (root / name / "labels.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"}}))
     return root
 
 

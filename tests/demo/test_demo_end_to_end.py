@@ -105,7 +105,7 @@ def test_output_folders(demo_run):
     for name in ("movies", "tweets", "linear", "ties"):
         assert (output / "adapters" / name / "adapter_model.safetensors").is_file(), name
     config = json.loads((output / "adapters" / "movies" / "adapter_config.json").read_text())
-    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert json.loads((output / "adapters" / "movies" / "labels.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     assert config["modules_to_save"] == ["classifier"]
     rows = read_jsonl(output / "data" / "tweets-test.jsonl")
     assert len(rows) == 200

@@ -26,8 +26,9 @@ def test_seq_cls_writes_adapter_and_report(tiny_bert_dir, reviews_csv, tmp_path)
         assert (out / name).is_file(), name
     assert not (out / "checkpoints").exists()
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["id2label"] == {"0": "neg", "1": "pos"}
-    assert config["label2id"] == {"neg": 0, "pos": 1}
+    assert "id2label" not in config  # PEFT would warn about a key its LoraConfig does not have
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels == {"id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}
     assert config["target_modules"] == ["key", "query", "value"] or sorted(config["target_modules"]) == ["key", "query", "value"]
     assert config["modules_to_save"] == ["classifier"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -71,6 +72,7 @@ def test_causal_lm_chat_run(tiny_llama_dir, chats_jsonl, tmp_path):
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["task_type"] == "CAUSAL_LM"
     assert "id2label" not in config
+    assert not (out / "labels.json").exists()
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out)
     assert model.peft_config["default"].r == 4

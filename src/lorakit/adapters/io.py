@@ -24,12 +24,14 @@ from safetensors.torch import load_file, save_file
 from lorakit.adapters.config import check_supported, module_scaling
 from lorakit.adapters.model import Adapter, LoraModule, is_embedding_base_copy
 from lorakit.errors import AdapterFormatError, OutputExistsError, UnsafeFileError
+from lorakit.publish import publish_folder
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAME = "adapter_model.bin"
+LABELS_NAME = "labels.json"  # class names of a sequence classifier; PEFT does not read this file
 PEFT_PREFIX = "base_model.model."
 
 _LORA_SUFFIXES = {
@@ -65,7 +67,7 @@ def read_adapter(
         UnsupportedAdapterError: The adapter uses a variant such as DoRA.
     """
     folder = _local_folder(path)
-    config = _read_config(folder)
+    config = {**_read_config(folder), **read_labels(folder)}
     source = str(folder)
     check_supported(config, source)
     state_dict = _read_weights(folder, trust_pickle=trust_pickle, device=device)
@@ -117,6 +119,39 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise AdapterFormatError(f"{config_path} must hold a JSON object, not {type(config).__name__}.")
     return config
+
+
+def read_labels(folder: Path) -> dict[str, Any]:
+    """Return ``{"id2label": ..., "label2id": ...}`` from the folder's ``labels.json``, or ``{}`` without one.
+
+    Raises:
+        AdapterFormatError: ``labels.json`` is not a JSON object whose ``id2label`` maps class ids to names.
+    """
+    path = folder / LABELS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AdapterFormatError(f"{path} is not valid JSON: {err}.") from err
+    id2label = labels.get("id2label") if isinstance(labels, dict) else None
+    if not isinstance(id2label, dict) or not all(str(key).isdigit() for key in id2label):
+        raise AdapterFormatError(
+            f"{path} must contain an object like {{\"id2label\": {{\"0\": \"negative\", \"1\": \"positive\"}}}}."
+        )
+    id2label = {str(key): str(name) for key, name in id2label.items()}
+    return {"id2label": id2label, "label2id": {name: int(key) for key, name in id2label.items()}}
+
+
+def write_labels(folder: Path, labels: dict[str, Any]) -> None:
+    """Write the ``id2label`` of ``labels`` (and its inverse) to ``folder / labels.json``.
+
+    The class names of a sequence-classification adapter live in this file, not in
+    ``adapter_config.json``, because PEFT warns about keys its ``LoraConfig`` does not have.
+    """
+    id2label = {str(key): str(name) for key, name in labels["id2label"].items()}
+    content = {"id2label": id2label, "label2id": {name: int(key) for key, name in id2label.items()}}
+    (folder / LABELS_NAME).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def _read_weights(folder: Path, *, trust_pickle: bool, device: str | torch.device) -> dict[str, torch.Tensor]:
@@ -264,7 +299,7 @@ def config_for_writing(adapter: Adapter) -> dict[str, Any]:
     scalings; otherwise ``r``, ``lora_alpha``, ``rank_pattern`` and ``alpha_pattern`` are
     rewritten from the modules, with rsLoRA off (each scaling becomes an explicit alpha).
     """
-    config = dict(adapter.config)
+    config = {key: value for key, value in adapter.config.items() if key not in ("id2label", "label2id")}
     config.setdefault("peft_type", "LORA")
     if not _targets_cover_modules(config.get("target_modules"), list(adapter.modules)):
         config["target_modules"] = sorted({path.rsplit(".", 1)[-1] for path in adapter.modules})
@@ -333,23 +368,11 @@ def write_adapter(adapter: Adapter, path: str | os.PathLike, *, overwrite: bool 
         save_file(peft_state_dict(adapter), staging / SAFETENSORS_NAME, metadata={"format": "pt"})
         config = config_for_writing(adapter)
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _replace_folder(staging, target)
+        if adapter.config.get("id2label"):
+            write_labels(staging, adapter.config)
+        publish_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.debug("Wrote adapter %r to %s", adapter.name, target)
     return target
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    if not target.exists():
-        staging.rename(target)
-        return
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    target.rename(backup)
-    try:
-        staging.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)

@@ -17,6 +17,7 @@ from lorakit.adapters.model import Adapter
 from lorakit.combine.api import CombineReport, combine_adapters, relative_errors_summary
 from lorakit.combine.record import build_record, write_record
 from lorakit.errors import OutputExistsError
+from lorakit.publish import publish_folder
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +88,3 @@ def _write_with_record(adapter: Adapter, record: dict, target: Path) -> None:
         publish_folder(folder, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def publish_folder(folder: Path, target: Path) -> None:
-    """Move a finished ``folder`` to ``target``; an existing ``target`` is removed only once that worked.
-
-    ``folder`` must be on the same file system as ``target`` (a staging folder beside it).
-    """
-    if not target.exists():
-        folder.rename(target)
-        return
-    backup = folder.with_name(f"{folder.name}.previous")
-    target.rename(backup)
-    try:
-        folder.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)

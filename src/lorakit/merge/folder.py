@@ -19,7 +19,7 @@ from torch import nn
 from lorakit.adapters.io import read_adapter
 from lorakit.adapters.model import Adapter
 from lorakit.adapters.validate import validate_adapter
-from lorakit.combine.folders import publish_folder
+from lorakit.publish import publish_folder
 from lorakit.combine.record import describe_input
 from lorakit.errors import MergeError, OutputExistsError
 from lorakit.merge.folding import FoldReport, fold_adapters

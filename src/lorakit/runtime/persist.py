@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from lorakit.adapters.io import CONFIG_NAME, write_adapter
 from lorakit.adapters.model import Adapter
 from lorakit.errors import AdapterFormatError, OutputExistsError
+from lorakit.publish import publish_folder
 
 if TYPE_CHECKING:
     from lorakit.runtime.model import MultiAdapterModel
@@ -54,9 +55,7 @@ def save_adapters(runtime: MultiAdapterModel, folder: str | os.PathLike, *, over
             write_adapter(export_adapter(runtime, name), staging / name)
         manifest = {"format": 1, "adapters": runtime.adapters, "active": runtime.active}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        publish_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -9,7 +9,6 @@ same stack and the new adapter are loaded for inference.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,14 +22,14 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from lorakit.adapters.io import CONFIG_NAME, SAFETENSORS_NAME, read_adapter
+from lorakit.adapters.heads import HEAD_NAMES
+from lorakit.adapters.io import SAFETENSORS_NAME, read_adapter, write_labels
 from lorakit.errors import AdapterFormatError, TrainingConfigError
+from lorakit.publish import set_default_permissions
 from lorakit.train.config import StackEntry, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# Attribute names of a sequence classifier's head, as PEFT looks for them.
-HEAD_NAMES = ("classifier", "score")
 _TASK_TYPES = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 
 
@@ -129,6 +128,7 @@ class PeftTrainable:
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(str(folder))
+        set_default_permissions(folder)  # safetensors writes its files readable by the owner only
 
     def load_weights(self, folder: Path) -> None:
         state = load_file(str(folder / SAFETENSORS_NAME))
@@ -239,16 +239,8 @@ def build_trainable(
 
 
 def add_label_names(folder: Path, label_names: list[str]) -> None:
-    """Store ``id2label`` and ``label2id`` in the adapter's ``adapter_config.json``.
-
-    PEFT ignores these keys with a warning when it loads the adapter; lorakit reads them
-    to print class names.
-    """
-    path = folder / CONFIG_NAME
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["id2label"] = {str(index): name for index, name in enumerate(label_names)}
-    config["label2id"] = {name: index for index, name in enumerate(label_names)}
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """Store the class names beside the adapter, in ``labels.json`` (see :func:`lorakit.adapters.io.write_labels`)."""
+    write_labels(folder, {"id2label": {str(index): name for index, name in enumerate(label_names)}})
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

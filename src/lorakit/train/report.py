@@ -192,7 +192,7 @@ def _labels_section(summary: RunSummary) -> list[str]:
     if not summary.label_names:
         return []
     labels = ", ".join(f"{index} = {name}" for index, name in enumerate(summary.label_names))
-    return ["", "## Labels", "", f"{labels} (stored as `id2label` in `adapter_config.json`)."]
+    return ["", "## Labels", "", f"{labels} (stored as `id2label` in `labels.json`)."]
 
 
 def _usage_section(summary: RunSummary) -> list[str]:
