@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lorakit.adapters.heads import new_head_report_quiet
 from lorakit.adapters.io import read_adapter
 from lorakit.adapters.model import Adapter
 from lorakit.assets import resolve_model
@@ -62,7 +63,8 @@ def load_predictor(
         config = AutoConfig.from_pretrained(model_path)
         num_labels = _num_labels(loaded, config)
         torch.manual_seed(0)  # a head that no adapter replaces is new; make it the same on every run
-        base = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels, dtype=dtype)
+        with new_head_report_quiet(loaded.values()):
+            base = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels, dtype=dtype)
     else:
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     base.eval()

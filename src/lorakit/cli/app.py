@@ -19,6 +19,17 @@ from lorakit.cli import demo_cmd
 from lorakit.errors import LorakitError
 from lorakit.logging_setup import configure_logging
 
+def _flag_display_type(option: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """Show no ``<bool>`` or ``<int>`` type beside a flag or a counted option, which take no value."""
+    if option.is_flag or option.count:
+        return None
+    return typer.core.TyperOption.display_type(option, ctx)
+
+
+# typer 0.29 prints the type of every option, flags included, so ``--json <bool>`` reads
+# as if it took a value.
+typer.core.TyperOption.display_type_rich = _flag_display_type
+
 app = typer.Typer(
     name="lorakit",
     help="Load, combine, route, merge and train many LoRA adapters on one base model.",

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from lorakit.demo.settings import DEFAULT_OUTPUT, MODELS
+from lorakit.logging_setup import configure_logging
 
 
 class ModelChoice(str, enum.Enum):
@@ -42,6 +43,7 @@ def demo(
     size: Annotated[SizeChoice, typer.Option("--size", help=_size_help())] = SizeChoice.small,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train the adapters again even if the output folder contains ones trained with the same settings.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the row draw, the classifier head's initialisation and training.")] = 42,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars. The table is still printed.")] = False,
 ) -> None:
     """Train a movie-review and a tweet sentiment adapter on one base model, offline, then compare them.
 
@@ -53,7 +55,9 @@ def demo(
     from lorakit.demo import DemoSettings, run_demo
     from lorakit.demo.report import REPORT_NAME, results_table
 
-    quiet = bool(ctx.find_root().params.get("quiet"))
+    if quiet:
+        configure_logging(quiet=True)
+    quiet = quiet or bool(ctx.find_root().params.get("quiet"))
     settings = DemoSettings(model=model.value, size=size.value, seed=seed)
     result = run_demo(output, settings, retrain=retrain, quiet=quiet)
     console = Console()

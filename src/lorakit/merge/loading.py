@@ -9,6 +9,7 @@ from pathlib import Path
 import transformers
 from transformers import AutoConfig, PreTrainedModel
 
+from lorakit.adapters.heads import new_head_report_quiet
 from lorakit.adapters.model import Adapter
 from lorakit.assets import resolve_model
 from lorakit.errors import ModelLoadError
@@ -57,7 +58,8 @@ def load_base_model(name_or_path: str, adapters: Sequence[Adapter], *, dtype: st
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     try:
-        model = model_class.from_pretrained(location, **kwargs)
+        with new_head_report_quiet(adapters if num_labels is not None else []):
+            model = model_class.from_pretrained(location, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(
             f"Could not load the base model {name_or_path!r} as {model_class.__name__}: {err}. "

@@ -74,7 +74,7 @@ class MultiAdapterModel:
         half = model_dtype in (torch.float16, torch.bfloat16)
         self.adapter_dtype = adapter_dtype or (torch.float32 if half else model_dtype)
         model.lorakit_runtime = _RuntimeRef(self)
-        self._freeze_base()
+        self._freeze_base(log_level=logging.DEBUG)  # as PEFT does; worth a line only when an adapter trains
 
     # Listing -----------------------------------------------------------------------
 
@@ -267,7 +267,7 @@ class MultiAdapterModel:
                 parameters.extend(layer.copies[name].parameters())
         return parameters
 
-    def _freeze_base(self) -> None:
+    def _freeze_base(self, log_level: int = logging.INFO) -> None:
         adapter_ids = {id(p) for name in self._records for p in self._adapter_parameters(name)}
         frozen = 0
         for parameter in self.model.parameters():
@@ -275,7 +275,7 @@ class MultiAdapterModel:
                 parameter.requires_grad_(False)
                 frozen += 1
         if frozen:
-            logger.info("Froze %d parameter tensors of the base model so that only adapters train", frozen)
+            logger.log(log_level, "Froze %d parameter tensors of the base model so that only adapters train", frozen)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Return the parameters that require gradients (those of trainable adapters)."""
