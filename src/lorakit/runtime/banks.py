@@ -8,7 +8,7 @@ moment they are loaded. Each adapter's ``lora_A`` parameter is a view ``A[slot]`
 its layer's bank and its ``lora_B`` a view ``B_t[slot].T``. A plan whose adapters
 occupy a run of slots reads them in place.
 
-A bank starts with room for eight adapters and doubles its capacity when it is full,
+A bank starts with room for 16 adapters and doubles its capacity when it is full,
 copying its members once. It points their parameters at the new slots through
 ``.data``, so a parameter object (held by an optimizer, say) stays valid. On the CPU
 a bank's memory is an anonymous memory map: pages of unused slots are never written,
@@ -26,7 +26,7 @@ import mmap
 import torch
 from torch import nn
 
-INITIAL_CAPACITY = 8
+INITIAL_CAPACITY = 16
 
 
 class FactorBank:
