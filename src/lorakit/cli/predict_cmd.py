@@ -28,7 +28,7 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="Base model: a folder, a hub name, or the packaged 'minilm' / 'smollm2'.")],
     adapter: Annotated[list[str], typer.Option("--adapter", help="NAME=PATH of an adapter to load (repeatable).")],
     input_path: Annotated[Path, typer.Option("--input", help='JSON Lines file of {"text": ..., "adapter": NAME | null | {NAME: weight}}.', exists=True, dir_okay=False)],
-    output: Annotated[Path | None, typer.Option("--output", help="Write results here (JSON Lines) instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write results here instead of stdout: JSON Lines, one object per input row with text, adapter, label and logits.")] = None,
     task: Annotated[str | None, typer.Option("--task", help="seq-cls or causal-lm; default: from the adapters' task_type.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate per row (causal-lm).")] = 32,
     num_beams: Annotated[int, typer.Option("--num-beams", min=1, help="Beam search width (causal-lm); 1 is greedy.")] = 1,

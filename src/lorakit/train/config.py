@@ -48,14 +48,14 @@ class TrainConfig:
     """Everything a training run needs; see each field's help."""
 
     # What to train on.
-    model: str | None = _option(None, "Base model: a local folder, a hub name, or a packaged model (minilm, smollm2).")
+    model: str | None = _option(None, "Required (here or in --config). Base model: a local folder, a hub name, or a packaged model (minilm, smollm2).")
     dataset: str | None = _option(
         None,
-        "Dataset: a local csv, tsv, json, jsonl, parquet or txt file (optionally .gz/.bz2/.xz), "
+        "Required (here or in --config). Dataset: a local csv, tsv, json, jsonl, parquet or txt file (optionally .gz/.bz2/.xz), "
         "a folder written by save_to_disk, or a hub dataset name.",
     )
-    task: str | None = _option(None, f"What to train: {' or '.join(TASKS)}.")
-    output: str | None = _option(None, "Folder to write the adapter, metrics, loss plot and model card to.")
+    task: str | None = _option(None, f"Required (here or in --config). What to train: {' or '.join(TASKS)}.")
+    output: str | None = _option(None, "Required (here or in --config). Folder to write the adapter, metrics, loss plot and model card to.")
 
     # Data.
     dataset_config_name: str | None = _option(None, "Configuration (subset) name of a hub dataset.")
@@ -113,7 +113,7 @@ class TrainConfig:
         None, "Record the training loss every N optimizer steps (below 1: a fraction of the run). Default: 20 times per run."
     )
     save_steps: int | None = _option(None, "Write a checkpoint every N optimizer steps, for --resume.")
-    save_total_limit: int | None = _option(None, "Keep only the newest N checkpoints.")
+    save_total_limit: int | None = _option(None, "Keep only the newest N checkpoints (by default every checkpoint is kept).")
     resume: bool = _option(False, "Resume from the last checkpoint in the output folder.")
     overwrite: bool = _option(False, "Replace an adapter that the output folder already holds.")
     quiet: bool = _option(False, "No progress bars.")
