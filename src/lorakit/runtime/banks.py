@@ -8,8 +8,8 @@ moment they are loaded. Each adapter's ``lora_A`` parameter is a view ``A[slot]`
 its layer's bank and its ``lora_B`` a view ``B_t[slot].T``. A plan whose adapters
 occupy a run of slots reads them in place.
 
-A bank starts with room for 16 adapters and doubles its capacity when it is full,
-copying its members once. It points their parameters at the new slots through
+A bank starts with room for 16 adapters and grows four times larger when it is
+full, copying its members. It points their parameters at the new slots through
 ``.data``, so a parameter object (held by an optimizer, say) stays valid. On the CPU
 a bank's memory is an anonymous memory map: pages of unused slots are never written,
 so they take no memory, and a replaced bank returns its memory to the system at
@@ -27,6 +27,9 @@ import torch
 from torch import nn
 
 INITIAL_CAPACITY = 16
+# Unused capacity costs address space only, so a large step saves copies: 64 adapters
+# take one growth copy (of 16 members) instead of two (16 and 32) with doubling.
+GROWTH = 4
 
 
 class FactorBank:
@@ -54,7 +57,7 @@ class FactorBank:
     def add(self, name: str, lora_A: nn.Parameter, lora_B: nn.Parameter, values_A: torch.Tensor, values_B: torch.Tensor) -> None:
         """Copy ``values_A`` (``(r, in)``) and ``values_B`` (``(out, r)``) into a new slot and point the parameters at it."""
         if len(self.names) == self.capacity:
-            self._resize(max(INITIAL_CAPACITY, 2 * self.capacity))
+            self._resize(max(INITIAL_CAPACITY, GROWTH * self.capacity))
         slot = len(self.names)
         self.lora_A[slot].copy_(values_A.detach())
         self.lora_B_t[slot].copy_(values_B.detach().T)
