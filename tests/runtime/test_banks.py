@@ -223,3 +223,33 @@ def test_frozen_and_trainable_give_same_bits(bank_adapters):
         runtime.set_trainable("wide", True)
         trainable = runtime.model(input_ids=ids).logits
     assert torch.equal(frozen, trainable)
+
+
+def test_deepcopy_keeps_bank_views(bank_adapters):
+    import copy
+
+    runtime = runtime_with(bank_adapters, NAMES[:2])
+    runtime.activate("b")
+    copied = copy.deepcopy(runtime.model)  # with a copy of the runtime state: "b" active
+    layer = copied.model.layers[0].self_attn.q_proj
+    bank = layer.banks[(4, torch.float32, torch.device("cpu"))]
+    assert bank.is_current("a")
+    assert bank.is_current("b")
+    assert bank.lora_A.data_ptr() != q_proj(runtime).banks[(4, torch.float32, torch.device("cpu"))].lora_A.data_ptr()
+    ids = token_batch(batch=2, length=4)
+    with torch.no_grad():
+        expected = runtime.model(input_ids=ids).logits
+        actual = copied(input_ids=ids).logits
+    assert torch.equal(actual, expected)
+
+
+def test_saved_model_loads_with_banks(bank_adapters, tmp_path):
+    runtime = runtime_with(bank_adapters, NAMES[:2])
+    runtime.activate("a")
+    torch.save(runtime.model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    ids = token_batch(batch=2, length=4)
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, runtime.model(input_ids=ids).logits)
+    bank = loaded.model.layers[0].self_attn.q_proj.banks[(4, torch.float32, torch.device("cpu"))]
+    assert bank.is_current("a")

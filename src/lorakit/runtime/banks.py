@@ -20,6 +20,7 @@ shrinks to half its capacity.
 
 from __future__ import annotations
 
+import copy
 import math
 import mmap
 
@@ -49,6 +50,28 @@ class FactorBank:
         self.lora_A, self._map_A = _allocate((0, rank, in_features), dtype, device)  # (capacity, r, in)
         self.lora_B_t, self._map_B = _allocate((0, rank, out_features), dtype, device)  # (capacity, r, out)
         self._parameters: list[tuple[nn.Parameter, nn.Parameter]] = []  # (lora_A, lora_B) per slot
+
+    def __deepcopy__(self, memo: dict) -> FactorBank:
+        """Copy the bank into ordinary tensors (a memory map cannot be copied) and point the copied parameters at it.
+
+        ``nn.Parameter.__deepcopy__`` clones each parameter's data, so without the
+        repointing the copies would hold the factors a second time.
+        """
+        bank = FactorBank.__new__(FactorBank)
+        memo[id(self)] = bank
+        bank.names = list(self.names)
+        bank.slots = dict(self.slots)
+        bank.lora_A = copy.deepcopy(self.lora_A, memo)
+        bank.lora_B_t = copy.deepcopy(self.lora_B_t, memo)
+        bank._map_A = bank._map_B = None
+        bank._parameters = copy.deepcopy(self._parameters, memo)
+        for slot in range(len(bank.names)):
+            bank._point(slot)
+        return bank
+
+    def __getstate__(self) -> dict:
+        """Return the state to pickle (``torch.save`` of a model), without the memory maps."""
+        return {**self.__dict__, "_map_A": None, "_map_B": None}
 
     @property
     def capacity(self) -> int:
