@@ -11,9 +11,9 @@ occupy a run of slots reads them in place.
 A bank starts with room for 16 adapters and grows four times larger when it is
 full, copying its members. It points their parameters at the new slots through
 ``.data``, so a parameter object (held by an optimizer, say) stays valid. On the CPU
-a bank's memory is an anonymous memory map: pages of unused slots are never written,
-so they take no memory, and a replaced bank returns its memory to the system at
-once instead of leaving free blocks in the heap. An unloaded adapter's slot takes
+a bank's memory is an anonymous memory map. Pages of unused slots are never written,
+so they take no memory. A replaced bank returns its memory to the system at once
+instead of leaving free blocks in the heap. An unloaded adapter's slot takes
 the last member and the emptied pages are released; a bank a quarter full or less
 shrinks to half its capacity.
 """
