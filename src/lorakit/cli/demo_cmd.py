@@ -32,7 +32,7 @@ def _size_help() -> str:
         parts.append(f"{size.value} ({counts})")
     return (
         "Training/test rows per domain: " + "; ".join(parts) + ". "
-        "small, the default, takes about 5 minutes with minilm on 2 CPU cores; tiny is for quick checks."
+        "small, the default, took 2 minutes with minilm on an idle 2-core machine; tiny is for quick checks."
     )
 
 
