@@ -13,9 +13,9 @@ full, copying its members. It points their parameters at the new slots through
 ``.data``, so a parameter object (held by an optimizer, say) stays valid. On the CPU
 a bank's memory is an anonymous memory map. Pages of unused slots are never written,
 so they take no memory. A replaced bank returns its memory to the system at once
-instead of leaving free blocks in the heap. An unloaded adapter's slot takes
-the last member and the emptied pages are released; a bank a quarter full or less
-shrinks to half its capacity.
+instead of leaving free blocks in the heap. When an adapter is unloaded, the last
+member moves into its slot and the emptied pages go back to the system. A bank a
+quarter full or less shrinks to half its capacity.
 """
 
 from __future__ import annotations

@@ -534,11 +534,11 @@ class _StackedGroups:
     def from_bank(
         cls, bank: FactorBank, names: list[str], alphas: list[float], rows: list[torch.Tensor], batch_size: int
     ) -> _StackedGroups | None:
-        """Use the run of bank slots that contains ``names`` (group ``g`` is ``names[g]`` at ``alphas[g]``).
+        """Return a layout that reads the run of bank slots containing ``names`` in place.
 
-        Returns ``None`` when two groups use one adapter, or when the run is more than
-        twice as long as the number of groups: each unused slot in the run costs as
-        much as a group.
+        Group ``g`` applies ``names[g]`` at scale ``alphas[g]``. Returns ``None`` when two
+        groups use one adapter, or when the run is more than twice as long as the number
+        of groups, because each unused slot in the run costs as much as a group.
         """
         slots = [bank.slots[name] for name in names]
         if len(set(slots)) < len(slots):
