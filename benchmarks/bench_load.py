@@ -3,14 +3,14 @@
 Each configuration starts from its own copy of the base model (the copy is not
 timed) and ends with every adapter loaded, ready to activate or route:
 
-- lorakit: ``MultiAdapterModel(model)``, then ``load_adapter(folder)`` per folder;
-- PEFT: ``PeftModel.from_pretrained(model, first)``, then ``load_adapter(folder)`` per
+- ``lorakit``: ``MultiAdapterModel(model)``, then one ``load_adapters(folders)`` call;
+- ``lorakit_each``: ``MultiAdapterModel(model)``, then ``load_adapter(folder)`` per folder;
+- ``peft``: ``PeftModel.from_pretrained(model, first)``, then ``load_adapter(folder)`` per
   other folder, as PEFT's documentation shows.
 
-The folders are written first, so both read them from the page cache. lorakit keeps
-the factors in the memory-mapped safetensors files, so loading reads only headers and
-the first use reads the data. ``touch_s`` times a pass that reads every loaded factor
-once, for both tools, to show that deferred cost.
+The folders are written first, so every tool reads them from the page cache. Both
+tools copy the factors into their own memory while loading. ``touch_s`` times a pass
+that reads every loaded factor once, which shows any cost a tool defers to first use.
 
 Example::
 
@@ -29,6 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
+TOOLS = ("lorakit", "lorakit_each", "peft")
+
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,9 +38,16 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=64, help="LoRA rank on every linear layer (default 64)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess each")
     parser.add_argument("--memory-repeats", type=int, default=1, help="subprocesses per configuration for --memory (default 1)")
-    parser.add_argument("--only", choices=["lorakit", "peft"], help=argparse.SUPPRESS)  # subprocess mode
+    parser.add_argument("--only", choices=list(TOOLS), help=argparse.SUPPRESS)  # subprocess mode
     common.add_size_arguments(parser, rounds=3)
     return parser.parse_args(argv)
+
+
+def load_with(tool: str, model: torch.nn.Module, folders: list[Path]):
+    """Load ``folders`` onto ``model`` the way ``tool`` names."""
+    if tool == "peft":
+        return common.load_peft(model, folders)
+    return common.load_lorakit(model, folders, one_call=tool == "lorakit")
 
 
 def loaders(base_model, folders: list[Path]) -> dict:
@@ -53,7 +62,7 @@ def loaders(base_model, folders: list[Path]) -> dict:
     def load(tool: str):
         def run():
             model = copies.pop(tool)
-            loaded[tool] = common.load_lorakit(model, folders) if tool == "lorakit" else common.load_peft(model, folders)
+            loaded[tool] = load_with(tool, model, folders)
         return run
 
     return {"prepare": prepare, "load": load, "loaded": loaded}
@@ -74,12 +83,12 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
     """Time lorakit and PEFT loading ``count`` adapters, interleaved per round."""
     folders = common.adapter_folders(args.workdir, size, args.rank, count)
     state = loaders(base_model, folders)
-    wall = {"lorakit": [], "peft": []}
-    cpu = {"lorakit": [], "peft": []}
-    touch = {"lorakit": [], "peft": []}
+    wall: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    cpu: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    touch: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     for round_index in range(args.rounds):
-        order = ["lorakit", "peft"] if round_index % 2 == 0 else ["peft", "lorakit"]
-        for tool in order:
+        shift = round_index % len(TOOLS)
+        for tool in TOOLS[shift:] + TOOLS[:shift]:
             state["prepare"](tool)
             elapsed, used = common.time_call(state["load"](tool))
             wall[tool].append(elapsed)
@@ -92,7 +101,7 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
     record["touch_s"] = {tool: common.summary(values) for tool, values in touch.items()}
     record["peft_over_lorakit_wall"] = common.summary([p / o for p, o in zip(wall["peft"], wall["lorakit"])])
     if args.memory:
-        peaks: dict[str, list[float]] = {"lorakit": [], "peft": []}
+        peaks: dict[str, list[float]] = {tool: [] for tool in TOOLS}
         for _ in range(args.memory_repeats):
             for tool in peaks:
                 peaks[tool].append(measure_memory(args, tool, count))
@@ -114,7 +123,7 @@ def run_only(args: argparse.Namespace, size: common.ModelSize) -> None:
     """Subprocess mode: build the model, load the adapters with one tool, read them once, print the peak memory."""
     model = common.build_model(size)
     folders = common.adapter_folders(args.workdir, size, args.rank, args.adapters[0])
-    loaded = common.load_lorakit(model, folders) if args.only == "lorakit" else common.load_peft(model, folders)
+    loaded = load_with(args.only, model, folders)
     before_touch = common.peak_rss_mb()
     read_every_factor(loaded)
     print(json.dumps({"peak_rss_mb": common.peak_rss_mb(), "peak_rss_mb_before_reading": before_touch}))

@@ -132,13 +132,20 @@ def adapter_folders(workdir: Path, size: ModelSize, r: int, count: int) -> list[
     return [write_adapter_folder(root / f"adapter{i:02d}", size, r, seed=1000 * r + i) for i in range(count)]
 
 
-def load_lorakit(model: torch.nn.Module, folders: Sequence[Path]):
-    """Wrap ``model`` in a ``MultiAdapterModel`` and load every folder (named by its folder)."""
+def load_lorakit(model: torch.nn.Module, folders: Sequence[Path], *, one_call: bool = True):
+    """Wrap ``model`` in a ``MultiAdapterModel`` and load every folder (named by its folder).
+
+    ``one_call`` loads them with one ``load_adapters`` call; otherwise with one
+    ``load_adapter`` call per folder.
+    """
     from lorakit import MultiAdapterModel
 
     runtime = MultiAdapterModel(model)
-    for folder in folders:
-        runtime.load_adapter(folder, folder.name)
+    if one_call:
+        runtime.load_adapters(list(folders))
+    else:
+        for folder in folders:
+            runtime.load_adapter(folder, folder.name)
     return runtime
 
 

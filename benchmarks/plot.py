@@ -16,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"lorakit": "tab:blue", "peft": "tab:orange", "base": "tab:gray"}
+COLORS = {"lorakit": "tab:blue", "lorakit_each": "tab:cyan", "peft": "tab:orange", "base": "tab:gray"}
+LABELS = {"lorakit_each": "lorakit, one load_adapter per folder"}
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,9 +41,12 @@ def error_bars(summaries: list[dict]) -> tuple[list[float], list[list[float]]]:
 def plot_load(record: dict, out: Path) -> Path:
     counts = [r["adapters"] for r in record["results"]]
     figure, axes = plt.subplots(figsize=(5, 3.5))
-    for tool in ("lorakit", "peft"):
+    for tool in ("lorakit", "lorakit_each", "peft"):
+        if tool not in record["results"][0]["wall_s"]:
+            continue  # a record from before lorakit_each was timed
         medians, spread = error_bars([r["wall_s"][tool] for r in record["results"]])
-        axes.errorbar(counts, medians, yerr=spread, marker="o", capsize=3, label=tool, color=COLORS[tool])
+        label = LABELS.get(tool, tool)
+        axes.errorbar(counts, medians, yerr=spread, marker="o", capsize=3, label=label, color=COLORS[tool])
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xlabel("adapters loaded (rank 64, every linear layer)")

@@ -23,6 +23,8 @@ training mode, embeddings and mixed dtypes take the out-of-place path.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -100,6 +102,15 @@ class LoraLayer(nn.Module):
         self.scaling[name] = module.scaling
         self.dropout[name] = dropout
 
+    def reserve(self, modules: Sequence[LoraModule], dtype: torch.dtype) -> None:
+        """Size the banks once for ``modules``, one per adapter about to be added in ``dtype``."""
+        if self.kind == "embedding":
+            return
+        device = self.base_layer.weight.device
+        counts = Counter((module.lora_A.shape, module.lora_B.shape) for module in modules)
+        for (shape_A, shape_B), count in counts.items():
+            self._bank_of(shape_A, shape_B, dtype, device).reserve(count)
+
     def _bank_of(self, shape_A: torch.Size, shape_B: torch.Size, dtype: torch.dtype, device: torch.device) -> FactorBank:
         """Return the bank for factors of shapes ``(r, in)`` and ``(out, r)``, creating it if needed."""
         key = (shape_A[0], dtype, device)
@@ -108,16 +119,20 @@ class LoraLayer(nn.Module):
         return self.banks[key]
 
     def remove(self, name: str) -> None:
-        for key, bank in list(self.banks.items()):
+        for bank in self.banks.values():
             if name in bank.slots:
                 bank.remove(name)
-                if not bank.names:
-                    del self.banks[key]
         for store in (self.lora_A, self.lora_B, self.lora_bias):
             if name in store:
                 del store[name]
         self.scaling.pop(name, None)
         self.dropout.pop(name, None)
+
+    def drop_empty_banks(self) -> None:
+        """Drop banks without members: emptied by unloading, or reserved by a load that failed."""
+        for key, bank in list(self.banks.items()):
+            if not bank.names:
+                del self.banks[key]
 
     def _apply(self, fn: Any, recurse: bool = True) -> LoraLayer:
         """Convert or move the layer (``module.to()``, ``half()``...), then put the factors back into banks.
@@ -132,8 +147,10 @@ class LoraLayer(nn.Module):
             del self.banks[key]
             for name in bank.names:
                 lora_A, lora_B = self.lora_A[name], self.lora_B[name]
-                bank = self._bank_of(lora_A.shape, lora_B.shape, lora_A.dtype, lora_A.device)
-                bank.add(name, lora_A, lora_B, lora_A.detach(), lora_B.detach())
+                new_bank = self._bank_of(lora_A.shape, lora_B.shape, lora_A.dtype, lora_A.device)
+                if not new_bank.names:
+                    new_bank.reserve(len(bank.names))
+                new_bank.add(name, lora_A, lora_B, lora_A.detach(), lora_B.detach())
         return self
 
     def bank_for(self, names: list[str]) -> FactorBank | None:

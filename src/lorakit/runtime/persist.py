@@ -87,10 +87,8 @@ def load_adapters(
         active = None
     if not entries:
         raise AdapterFormatError(f"{root} holds no adapter ({CONFIG_NAME} at the top or in subfolders).")
-    loaded: list[str] = []
+    loaded = runtime.load_adapters(dict(entries), trust_pickle=trust_pickle)
     try:
-        for name, path in entries:
-            loaded.append(runtime.load_adapter(path, name, trust_pickle=trust_pickle))
         if active:
             runtime.activate(active)
     except BaseException:
