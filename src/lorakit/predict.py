@@ -73,8 +73,8 @@ def load_predictor(
     if getattr(base.config, "pad_token_id", None) is None:
         base.config.pad_token_id = tokenizer.pad_token_id
     runtime = MultiAdapterModel(base)
-    for name, adapter in loaded.items():
-        runtime.load_adapter(adapter, name)
+    if loaded:
+        runtime.load_adapters(dict(loaded))
     labels = {name: _id2label(adapter.config.get("id2label")) for name, adapter in loaded.items()}
     labels[""] = _id2label(getattr(base.config, "id2label", None))
     return Predictor(runtime, tokenizer, task, {k: v for k, v in labels.items() if v})

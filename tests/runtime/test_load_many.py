@@ -46,7 +46,7 @@ def routed_logits(runtime, names):
         return runtime(input_ids=ids, adapter_names=list(names)).logits
 
 
-def test_one_call_gives_the_same_model_as_one_call_each(folders):
+def test_load_adapters_matches_load_adapter(folders):
     together = MultiAdapterModel(tiny_llama())
     names = together.load_adapters(folders)
     separately = one_by_one(folders)
@@ -58,7 +58,7 @@ def test_one_call_gives_the_same_model_as_one_call_each(folders):
     assert torch.equal(routed_logits(together, names), routed_logits(separately, names))
 
 
-def test_a_mapping_names_the_adapters(folders):
+def test_load_adapters_mapping_names(folders):
     runtime = MultiAdapterModel(tiny_llama())
     assert runtime.load_adapters({"first": folders[0], "second": folders[5]}) == ["first", "second"]
     reference = one_by_one([folders[0]])
@@ -69,7 +69,7 @@ def test_a_mapping_names_the_adapters(folders):
         assert torch.equal(runtime(input_ids=ids).logits, reference(input_ids=ids).logits)
 
 
-def test_each_bank_grows_once_to_the_count(folders, monkeypatch):
+def test_load_adapters_grows_each_bank_once(folders, monkeypatch):
     resizes = []
     original = banks.FactorBank._resize
     monkeypatch.setattr(banks.FactorBank, "_resize", lambda bank, capacity: (resizes.append(capacity), original(bank, capacity)))
@@ -84,7 +84,7 @@ def test_each_bank_grows_once_to_the_count(folders, monkeypatch):
     assert len(resizes) == len(runtime._lora_layers)
 
 
-def test_a_bad_adapter_loads_none_and_leaves_the_model_as_it_was(folders, other_model_folder):
+def test_load_adapters_bad_adapter_changes_nothing(folders, other_model_folder):
     runtime = MultiAdapterModel(tiny_llama())
     runtime.load_adapter(folders[0])
     modules_before = dict(runtime.model.named_modules())
@@ -103,7 +103,7 @@ def test_a_bad_adapter_loads_none_and_leaves_the_model_as_it_was(folders, other_
 
 
 @pytest.mark.parametrize("failing_call", [1, 3])
-def test_a_failure_while_installing_removes_the_adapters_already_installed(folders, monkeypatch, failing_call):
+def test_load_adapters_install_failure_rolls_back(folders, monkeypatch, failing_call):
     runtime = MultiAdapterModel(tiny_llama())
     runtime.load_adapter(folders[5])  # rank 8, so the rank-4 adapters need new banks
     modules_before = dict(runtime.model.named_modules())
@@ -127,20 +127,20 @@ def test_a_failure_while_installing_removes_the_adapters_already_installed(folde
     assert torch.equal(routed_logits(runtime, [folders[5].name]), logits_before)
 
 
-def test_two_adapters_with_one_name_are_refused(folders):
+def test_load_adapters_duplicate_name(folders):
     runtime = MultiAdapterModel(tiny_llama())
     with pytest.raises(LorakitError, match=rf"named '{folders[0].name}'.*mapping"):
         runtime.load_adapters([folders[0], folders[0]])
     assert runtime.adapters == []
 
 
-def test_an_empty_list_is_refused():
+def test_load_adapters_empty_list():
     runtime = MultiAdapterModel(tiny_llama())
     with pytest.raises(LorakitError, match="no adapters"):
         runtime.load_adapters([])
 
 
-def test_a_folder_of_adapters_still_loads_with_its_active_stack(folders, tmp_path):
+def test_load_adapters_folder_restores_stack(folders, tmp_path):
     runtime = one_by_one(folders[:3])
     runtime.activate({folders[0].name: 0.5, folders[2].name: 1.0})
     runtime.save_adapters(tmp_path / "all")
@@ -161,7 +161,7 @@ class _Recorder:
 
 
 @pytest.mark.parametrize("slot_kib, start, stop", [(256, 0, 16), (256, 3, 13), (720, 1, 7), (256, 0, 7), (4096, 1, 2)])
-def test_huge_pages_cover_only_whole_huge_pages_inside_the_slots(monkeypatch, slot_kib, start, stop):
+def test_use_huge_pages_whole_pages_only(monkeypatch, slot_kib, start, stop):
     huge = 2 * 1024 * 1024
     monkeypatch.setattr(banks, "_huge_page_size", lambda: huge)
     bank = torch.empty(16, slot_kib * 256, dtype=torch.float32)  # slot_kib KiB per slot

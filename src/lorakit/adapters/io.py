@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lorakit.adapters.config import check_supported, module_scaling
@@ -42,6 +42,21 @@ _LORA_SUFFIXES = {
     ".lora_embedding_B": "lora_B",
 }
 _DORA_SUFFIX = ".lora_magnitude_vector"
+# safetensors' dtype names (the header's "dtype" field) for the dtypes adapters are saved in.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 _EMBEDDING_COPY_SUFFIX = ".base_layer.weight"
 
 
@@ -51,6 +66,7 @@ def read_adapter(
     *,
     trust_pickle: bool = False,
     device: str | torch.device = "cpu",
+    shapes_only: bool = False,
 ) -> Adapter:
     """Read a PEFT LoRA adapter folder (or a hub repository id) into an :class:`Adapter`.
 
@@ -60,6 +76,10 @@ def read_adapter(
         trust_pickle: Allow reading ``adapter_model.bin``, a pickle file that can run
             code when loaded. Only pass it for files whose origin you trust.
         device: Where to put the tensors.
+        shapes_only: Read only the safetensors header, so the tensors are on the
+            ``meta`` device, with shapes and dtypes but no values. Checking an adapter's
+            shapes against a model this way reads none of its weights. A pickle file is
+            read whole.
 
     Raises:
         AdapterFormatError: The folder is missing, incomplete, corrupt or not a LoRA adapter.
@@ -70,7 +90,7 @@ def read_adapter(
     config = {**_read_config(folder), **read_labels(folder)}
     source = str(folder)
     check_supported(config, source)
-    state_dict = _read_weights(folder, trust_pickle=trust_pickle, device=device)
+    state_dict = _read_weights(folder, trust_pickle=trust_pickle, device=device, shapes_only=shapes_only)
     if not state_dict:
         raise AdapterFormatError(f"{folder / SAFETENSORS_NAME} holds no tensors; the adapter is empty.")
     adapter = adapter_from_state_dict(state_dict, config, name=name or folder.name, source=source)
@@ -154,11 +174,15 @@ def write_labels(folder: Path, labels: dict[str, Any]) -> None:
     (folder / LABELS_NAME).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
-def _read_weights(folder: Path, *, trust_pickle: bool, device: str | torch.device) -> dict[str, torch.Tensor]:
+def _read_weights(
+    folder: Path, *, trust_pickle: bool, device: str | torch.device, shapes_only: bool = False
+) -> dict[str, torch.Tensor]:
     safetensors_path = folder / SAFETENSORS_NAME
     pickle_path = folder / PICKLE_NAME
     if safetensors_path.is_file():
         try:
+            if shapes_only:
+                return _read_header(safetensors_path)
             return load_file(safetensors_path, device=str(device))
         except (SafetensorError, OSError, ValueError) as err:
             raise AdapterFormatError(f"{safetensors_path} is not a readable safetensors file: {err}.") from err
@@ -174,6 +198,19 @@ def _read_weights(folder: Path, *, trust_pickle: bool, device: str | torch.devic
         except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError...
             raise AdapterFormatError(f"{pickle_path} could not be read: {err}.") from err
     raise AdapterFormatError(f"{folder} has {CONFIG_NAME} but no {SAFETENSORS_NAME} (nor {PICKLE_NAME}).")
+
+
+def _read_header(path: Path) -> dict[str, torch.Tensor]:
+    """Return the tensors of a safetensors file as ``meta`` tensors of the right shapes and dtypes."""
+    tensors = {}
+    with safe_open(path, framework="pt") as handle:
+        for key in handle.keys():
+            info = handle.get_slice(key)
+            dtype = _SAFETENSORS_DTYPES.get(info.get_dtype())
+            if dtype is None:
+                return load_file(path)  # a dtype this table lacks: read the values too, with safetensors' mapping
+            tensors[key] = torch.empty(info.get_shape(), dtype=dtype, device="meta")
+    return tensors
 
 
 def adapter_from_state_dict(

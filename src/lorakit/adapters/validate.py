@@ -41,7 +41,8 @@ def module_names(model: nn.Module) -> list[str]:
 def validate_adapter(adapter: Adapter, model: nn.Module) -> None:
     """Check that every tensor of ``adapter`` lands on a module of ``model`` with the right shape.
 
-    Nothing is changed. All problems are reported together.
+    Nothing is changed. All problems are reported together. An embedding copy on the
+    ``meta`` device (read with ``shapes_only``) has no values to compare with the model's.
 
     Raises:
         AdapterMismatchError: Listing unmatched keys (a few, with a count) beside module
@@ -148,7 +149,7 @@ def _check_copy(path: str, copy: dict[str, torch.Tensor], module: nn.Module, is_
                 f"{path}.{name}: shape {tuple(tensor.shape)} in the adapter but {tuple(expected.shape)} "
                 f"in the model{vocabulary}."
             )
-        elif is_base_copy and not torch.equal(tensor.to(expected.device, expected.dtype), expected.detach()):
+        elif is_base_copy and not tensor.is_meta and not torch.equal(tensor.to(expected.device, expected.dtype), expected.detach()):
             problems.append(
                 f"{path}: the adapter carries its own copy of the embedding weights and they differ from the "
                 "model's (a trained or resized vocabulary); load it onto the base model it was saved with."

@@ -106,8 +106,7 @@ def _load_runtime(result: DemoResult) -> tuple[MultiAdapterModel, Any]:
     base = load_base_model(result.model_path, "seq-cls", list(LABELS), tokenizer.pad_token_id)
     base.eval()
     runtime = MultiAdapterModel(base)
-    for domain, adapter in result.adapters.items():
-        runtime.load_adapter(adapter.path, domain)
+    runtime.load_adapters({domain: adapter.path for domain, adapter in result.adapters.items()})
     return runtime, tokenizer
 
 

@@ -102,13 +102,12 @@ class LoraLayer(nn.Module):
         self.scaling[name] = module.scaling
         self.dropout[name] = dropout
 
-    def reserve(self, modules: Sequence[LoraModule], dtype: torch.dtype) -> None:
-        """Size the banks once for ``modules``, one per adapter about to be added in ``dtype``."""
+    def reserve(self, shapes: Sequence[tuple[torch.Size, torch.Size]], dtype: torch.dtype) -> None:
+        """Size the banks once for adapters about to be added in ``dtype``, given the shapes of their ``lora_A`` and ``lora_B``."""
         if self.kind == "embedding":
             return
         device = self.base_layer.weight.device
-        counts = Counter((module.lora_A.shape, module.lora_B.shape) for module in modules)
-        for (shape_A, shape_B), count in counts.items():
+        for (shape_A, shape_B), count in Counter(shapes).items():
             self._bank_of(shape_A, shape_B, dtype, device).reserve(count)
 
     def _bank_of(self, shape_A: torch.Size, shape_B: torch.Size, dtype: torch.dtype, device: torch.device) -> FactorBank:

@@ -144,9 +144,9 @@ class MultiAdapterModel:
 
         Args:
             sources: A list of adapter folders, hub ids or :class:`Adapter` objects, each
-                loaded under its own name; a mapping from name to such a source; or one
-                folder written by :meth:`save_adapters` (or in PEFT's multi-adapter
-                layout), whose active stack is restored too.
+                loaded under its own name. Or a mapping from name to such a source. Or
+                one folder written by :meth:`save_adapters` or in PEFT's multi-adapter
+                layout, which also restores the active stack it records.
             trust_pickle: Allow ``adapter_model.bin`` pickle files.
 
         Returns:
@@ -169,29 +169,48 @@ class MultiAdapterModel:
         return self._load(entries, trust_pickle=trust_pickle)
 
     def _load(self, entries: list[tuple[str | None, str | Path | Adapter]], *, trust_pickle: bool) -> list[str]:
-        """Read and check every ``(name, source)``, then install them all, or on any error none."""
-        adapters: list[Adapter | None] = []
-        names: list[str] = []
+        """Read and check every ``(name, source)``, then install them all, or on any error none.
+
+        With several adapters from files, only each file's header is read to check it
+        first, and the weights when it is installed. Reading the weights maps part of
+        the file into memory, so reading every adapter up front would raise the peak memory.
+        """
+        checked: list[tuple[str, Path | Adapter]] = []
+        shapes: dict[str, list[tuple[torch.Size, torch.Size]]] = {}
+        shapes_only = len(entries) > 1
         for name, source in entries:
-            adapter = source if isinstance(source, Adapter) else read_adapter(source, name, trust_pickle=trust_pickle)
+            if isinstance(source, Adapter):
+                adapter = source
+            else:
+                adapter = read_adapter(source, name, trust_pickle=trust_pickle, shapes_only=shapes_only)
             name = name or adapter.name
             self._check_new_name(name)
-            if name in names:
+            if name in (checked_name for checked_name, _ in checked):
                 raise LorakitError(
                     f"Two of the adapters to load are named {name!r}; pass a mapping from name to folder "
                     "to give them different names."
                 )
             self._check_not_merged("load an adapter")
             validate_adapter(adapter, self.model)
-            adapters.append(adapter)
-            names.append(name)
+            for path, module in adapter.modules.items():
+                shapes.setdefault(path, []).append((module.lora_A.shape, module.lora_B.shape))
+            if shapes_only and not isinstance(source, Adapter):
+                checked.append((name, Path(adapter.source)))  # type: ignore[arg-type]  # the local folder, even for a hub id
+            else:
+                checked.append((name, adapter))
         started: list[str] = []
         try:
-            self._reserve(adapters)  # type: ignore[arg-type]
-            for index, name in enumerate(names):
+            for path, layer_shapes in shapes.items():
+                self._wrap_lora_layer(path).reserve(layer_shapes, self.adapter_dtype)
+            for name, source in checked:
+                if isinstance(source, Adapter):
+                    adapter = source
+                else:
+                    adapter = read_adapter(source, name, trust_pickle=trust_pickle)
+                    validate_adapter(adapter, self.model)  # with values now, and the file may have changed
                 started.append(name)
-                self._records[name] = self._install(name, adapters[index])  # type: ignore[arg-type]
-                adapters[index] = None  # let go of the file's pages once its factors are copied
+                self._records[name] = self._install(name, adapter)
+                del adapter  # unmap the file before the next one is read
         except BaseException:
             for name in started:
                 self._records.pop(name, None)
@@ -199,20 +218,11 @@ class MultiAdapterModel:
             self._drop_unused()  # layers and banks reserved for adapters that were not reached
             raise
         self.state.version += 1
-        for name in names:
+        for name in started:
             record = self._records[name]
-            source = f" from {record.source}" if record.source else ""
-            logger.info("Loaded adapter %r (%d modules)%s", name, len(record.module_paths), source)
-        return names
-
-    def _reserve(self, adapters: list[Adapter]) -> None:
-        """Wrap the layers the adapters target and size each layer's banks once for all of them."""
-        modules: dict[str, list] = {}
-        for adapter in adapters:
-            for path, module in adapter.modules.items():
-                modules.setdefault(path, []).append(module)
-        for path, layer_modules in modules.items():
-            self._wrap_lora_layer(path).reserve(layer_modules, self.adapter_dtype)
+            origin = f" from {record.source}" if record.source else ""
+            logger.info("Loaded adapter %r (%d modules)%s", name, len(record.module_paths), origin)
+        return started
 
     def _check_new_name(self, name: str) -> None:
         if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):

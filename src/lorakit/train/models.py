@@ -170,8 +170,8 @@ class StackTrainable:
 
         self.name = name
         self.runtime = MultiAdapterModel(base)
-        for entry in stack:
-            self.runtime.load_adapter(entry.path, entry.name)
+        if stack:
+            self.runtime.load_adapters({entry.name: entry.path for entry in stack})
         _check_no_head_copies(self.runtime, stack, lora_config.modules_to_save or [])
         self.runtime.add_adapter(name, lora_config, trainable=True)
         weights = {entry.name: entry.weight for entry in stack}
