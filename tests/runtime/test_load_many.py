@@ -1,12 +1,15 @@
 """Loading several adapters in one call: the same model as one call each, banks sized once, all or none."""
 
 import mmap
+import shutil
 
 import pytest
 import torch
 from factories import make_peft_adapter, tiny_llama, token_batch
+from safetensors.torch import load_file, save_file
 
-from lorakit import MultiAdapterModel
+from lorakit import MultiAdapterModel, read_adapter
+from lorakit.adapters.io import SAFETENSORS_NAME
 from lorakit.errors import AdapterMismatchError, LorakitError
 from lorakit.runtime import banks
 
@@ -178,3 +181,52 @@ def test_use_huge_pages_whole_pages_only(monkeypatch, slot_kib, start, stop):
     assert option == mmap.MADV_HUGEPAGE
     assert address + offset == whole[0] * huge
     assert length == len(whole) * huge
+
+
+def test_read_adapter_shapes_only(folders):
+    full = read_adapter(folders[5])
+    header = read_adapter(folders[5], shapes_only=True)
+
+    assert header.modules.keys() == full.modules.keys()
+    for path, module in header.modules.items():
+        for tensor, reference in zip(module.tensors(), full.modules[path].tensors()):
+            assert tensor.is_meta
+            assert tensor.shape == reference.shape
+            assert tensor.dtype == reference.dtype
+        assert module.scaling == full.modules[path].scaling
+
+
+def test_load_adapters_heads_and_memory_adapters(adapter_dir):
+    """Module copies (heads, embeddings) and adapters given in memory load as they do one by one."""
+    sources = {
+        "head": adapter_dir / "llama_head",
+        "head2": adapter_dir / "llama_head2",
+        "embed": adapter_dir / "llama_embed",
+        "qv": read_adapter(adapter_dir / "llama_qv"),
+    }
+    together = MultiAdapterModel(tiny_llama())
+    together.load_adapters(sources)
+    separately = MultiAdapterModel(tiny_llama())
+    for name, source in sources.items():
+        separately.load_adapter(source, name)
+
+    for name in sources:
+        assert torch.equal(routed_logits(together, [name]), routed_logits(separately, [name])), name
+    assert torch.equal(routed_logits(together, list(sources)), routed_logits(separately, list(sources)))
+
+
+def test_load_adapters_checks_embedding_copy_values(adapter_dir, tmp_path):
+    """The header check cannot compare an embedding copy with the model, so the install step does."""
+    changed = tmp_path / "changed_embed"
+    shutil.copytree(adapter_dir / "llama_embed", changed)
+    tensors = load_file(changed / SAFETENSORS_NAME)
+    tensors["base_model.model.model.embed_tokens.base_layer.weight"][0, 0] += 1.0
+    save_file(tensors, changed / SAFETENSORS_NAME)
+    runtime = MultiAdapterModel(tiny_llama())
+    plain = dict(runtime.model.named_modules())
+
+    with pytest.raises(AdapterMismatchError, match="differ from the model's"):
+        runtime.load_adapters([adapter_dir / "llama_qv", changed])
+
+    assert runtime.adapters == []
+    assert dict(runtime.model.named_modules()) == plain
