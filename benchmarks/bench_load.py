@@ -37,6 +37,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapters", type=int, nargs="+", default=[1, 4, 16, 64], help="numbers of adapters (default 1 4 16 64)")
     parser.add_argument("--rank", type=int, default=64, help="LoRA rank on every linear layer (default 64)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess each")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones (default 1)")
     parser.add_argument("--memory-repeats", type=int, default=1, help="subprocesses per configuration for --memory (default 1)")
     parser.add_argument("--only", choices=list(TOOLS), help=argparse.SUPPRESS)  # subprocess mode
     common.add_size_arguments(parser, rounds=3)
@@ -86,14 +87,18 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
     wall: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     cpu: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     touch: dict[str, list[float]] = {tool: [] for tool in TOOLS}
-    for round_index in range(args.rounds):
+    for round_index in range(-args.warmup, args.rounds):
         shift = round_index % len(TOOLS)
         for tool in TOOLS[shift:] + TOOLS[:shift]:
             state["prepare"](tool)
             elapsed, used = common.time_call(state["load"](tool))
+            if round_index < 0:
+                continue  # an untimed round: the first use of this much memory costs more on a virtual machine
             wall[tool].append(elapsed)
             cpu[tool].append(used)
             touch[tool].append(common.time_call(lambda: read_every_factor(state["loaded"][tool]))[0])
+        if round_index < 0:
+            continue
         common.log(f"load n={count} round {round_index + 1}/{args.rounds}: " + ", ".join(f"{t} {wall[t][-1]:.3f}s" for t in wall))
     state["loaded"].clear()
     timings = common.Timings(wall, cpu)
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": {**vars(size), "parameters": sum(p.numel() for p in base_model.parameters())},
         "workload": {"rank": args.rank, "target_modules": common.TARGET_MODULES},
         "rounds": args.rounds,
+        "warmup_rounds": args.warmup,
         "results": results,
     }
     common.write_record(args.out, record)

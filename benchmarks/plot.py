@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"lorakit": "tab:blue", "lorakit_each": "tab:cyan", "peft": "tab:orange", "base": "tab:gray"}
-LABELS = {"lorakit_each": "lorakit, one load_adapter per folder"}
+LABELS = {"lorakit": "lorakit, one load_adapters call", "lorakit_each": "lorakit, one load_adapter per folder"}
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

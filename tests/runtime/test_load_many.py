@@ -18,12 +18,12 @@ from lorakit.runtime import banks
 def folders(tmp_path_factory):
     """Five rank-4 adapters on q_proj and v_proj, two of rank 8 on q_proj, v_proj and o_proj."""
     root = tmp_path_factory.mktemp("load_many")
-    made = [make_peft_adapter("llama", root / f"r4_{seed}", seed) for seed in range(50, 55)]
-    made += [
+    adapters = [make_peft_adapter("llama", root / f"r4_{seed}", seed) for seed in range(50, 55)]
+    adapters += [
         make_peft_adapter("llama", root / f"r8_{seed}", seed, r=8, target_modules=["q_proj", "v_proj", "o_proj"])
         for seed in range(55, 57)
     ]
-    return made
+    return adapters
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,8 @@ def test_load_adapters_grows_each_bank_once(folders, monkeypatch):
 
     q_proj = runtime.model.model.layers[0].self_attn.q_proj
     (bank,) = q_proj.banks.values()
-    assert bank.capacity == 20 and len(bank.names) == 20
+    assert bank.capacity == 20
+    assert len(bank.names) == 20
     assert set(resizes) == {20}  # one resize per bank, straight to 20 slots, not 16 and then 64
     assert len(resizes) == len(runtime._lora_layers)
 
