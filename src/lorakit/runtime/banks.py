@@ -19,11 +19,11 @@ unloaded, the last member moves into its slot and the emptied pages go back to t
 system. A bank a quarter full or less shrinks to half its capacity.
 
 Copying factors into fresh memory costs one page fault per 4 KiB page. For adapters of
-rank 64 those faults took about half of the load time (see docs/benchmarks.md). Slots that are about to be filled
-(reserved ones, and the members a resize copies) are therefore backed by transparent
-huge pages where Linux offers them, one fault per 2 MiB. Only huge pages that lie
-wholly inside those slots are asked for, so a partly used bank takes no more memory
-than with small pages.
+rank 64 those faults took about a third of the load time on the machine of
+docs/benchmarks.md. Slots that are about to be filled (reserved ones, and the members
+a resize copies) are therefore backed by transparent huge pages where Linux offers
+them, one fault per 2 MiB. Only huge pages that lie wholly inside those slots are
+asked for, so a partly used bank takes no more memory than with small pages.
 """
 
 from __future__ import annotations
