@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -38,11 +39,17 @@ def module_names(model: nn.Module) -> list[str]:
     return names
 
 
-def validate_adapter(adapter: Adapter, model: nn.Module) -> None:
+def validate_adapter(adapter: Adapter, model: nn.Module, *, modules: Mapping[str, nn.Module] | None = None) -> None:
     """Check that every tensor of ``adapter`` lands on a module of ``model`` with the right shape.
 
     Nothing is changed. All problems are reported together. An embedding copy on the
     ``meta`` device (read with ``shapes_only``) has no values to compare with the model's.
+
+    Args:
+        adapter: The adapter to check.
+        model: The model it is meant for.
+        modules: ``dict(model.named_modules(remove_duplicate=False))``, to look modules
+            up faster when checking many adapters against one model.
 
     Raises:
         AdapterMismatchError: Listing unmatched keys (a few, with a count) beside module
@@ -50,15 +57,21 @@ def validate_adapter(adapter: Adapter, model: nn.Module) -> None:
     """
     problems: list[str] = []
     missing: list[str] = []
+    def lookup(path: str) -> nn.Module | None:
+        if modules is None:
+            return find_module(model, path)
+        module = modules.get(path)
+        return None if module is None else unwrap(module)
+
     for path, lora in adapter.modules.items():
-        module = find_module(model, path)
+        module = lookup(path)
         if module is None:
             missing.append(path)
         else:
             problems.extend(_check_lora_module(path, lora, module))
     for path, copy in adapter.module_copies.items():
         target_path = path[: -len(".base_layer")] if is_embedding_base_copy(path) else path
-        module = find_module(model, target_path)
+        module = lookup(target_path)
         if module is None:
             missing.append(path)
         else:

@@ -178,6 +178,7 @@ class MultiAdapterModel:
         checked: list[tuple[str, Path | Adapter]] = []
         shapes: dict[str, list[tuple[torch.Size, torch.Size]]] = {}
         shapes_only = len(entries) > 1
+        modules = dict(self.model.named_modules(remove_duplicate=False))  # the model as it is before this load
         for name, source in entries:
             if isinstance(source, Adapter):
                 adapter = source
@@ -191,7 +192,7 @@ class MultiAdapterModel:
                     "to give them different names."
                 )
             self._check_not_merged("load an adapter")
-            validate_adapter(adapter, self.model)
+            validate_adapter(adapter, self.model, modules=modules)
             for path, module in adapter.modules.items():
                 shapes.setdefault(path, []).append((module.lora_A.shape, module.lora_B.shape))
             if shapes_only and not isinstance(source, Adapter):
@@ -207,7 +208,7 @@ class MultiAdapterModel:
                     adapter = source
                 else:
                     adapter = read_adapter(source, name, trust_pickle=trust_pickle)
-                    validate_adapter(adapter, self.model)  # with values now, and the file may have changed
+                    validate_adapter(adapter, self.model, modules=modules)  # with values now; the file may have changed
                 started.append(name)
                 self._records[name] = self._install(name, adapter)
                 del adapter  # unmap the file before the next one is read
