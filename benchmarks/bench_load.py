@@ -93,7 +93,7 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
             state["prepare"](tool)
             elapsed, used = common.time_call(state["load"](tool))
             if round_index < 0:
-                continue  # an untimed round: the first use of this much memory costs more on a virtual machine
+                continue  # untimed, because on a virtual machine the first use of this much memory costs more
             wall[tool].append(elapsed)
             cpu[tool].append(used)
             touch[tool].append(common.time_call(lambda: read_every_factor(state["loaded"][tool]))[0])

@@ -135,8 +135,8 @@ def adapter_folders(workdir: Path, size: ModelSize, r: int, count: int) -> list[
 def load_lorakit(model: torch.nn.Module, folders: Sequence[Path], *, one_call: bool = True):
     """Wrap ``model`` in a ``MultiAdapterModel`` and load every folder (named by its folder).
 
-    ``one_call`` loads them with one ``load_adapters`` call; otherwise with one
-    ``load_adapter`` call per folder.
+    With ``one_call`` they are loaded with one ``load_adapters`` call. Otherwise each
+    folder gets its own ``load_adapter`` call.
     """
     from lorakit import MultiAdapterModel
 

@@ -74,7 +74,7 @@ def load_predictor(
         base.config.pad_token_id = tokenizer.pad_token_id
     runtime = MultiAdapterModel(base)
     if loaded:
-        runtime.load_adapters(dict(loaded))
+        runtime.load_adapters(loaded)
     labels = {name: _id2label(adapter.config.get("id2label")) for name, adapter in loaded.items()}
     labels[""] = _id2label(getattr(base.config, "id2label", None))
     return Predictor(runtime, tokenizer, task, {k: v for k, v in labels.items() if v})

@@ -43,6 +43,14 @@ def factors(runtime):
     return {name: parameter.detach().clone() for name, parameter in runtime.model.named_parameters() if "lora_" in name}
 
 
+def bank_layout(runtime):
+    """Return each layer's banks as ``{key: (capacity, member names)}``."""
+    layout = {}
+    for path, layer in runtime._lora_layers.items():
+        layout[path] = {key: (bank.capacity, list(bank.names)) for key, bank in layer.banks.items()}
+    return layout
+
+
 def routed_logits(runtime, names):
     ids = token_batch(batch=len(names), length=5)
     with torch.no_grad():
@@ -92,7 +100,7 @@ def test_load_adapters_bad_adapter_changes_nothing(folders, other_model_folder):
     runtime = MultiAdapterModel(tiny_llama())
     runtime.load_adapter(folders[0])
     modules_before = dict(runtime.model.named_modules())
-    banks_before = {path: {key: (bank.capacity, list(bank.names)) for key, bank in layer.banks.items()} for path, layer in runtime._lora_layers.items()}
+    banks_before = bank_layout(runtime)
     logits_before = routed_logits(runtime, [folders[0].name])
 
     with pytest.raises(AdapterMismatchError, match="c_attn"):
@@ -101,8 +109,7 @@ def test_load_adapters_bad_adapter_changes_nothing(folders, other_model_folder):
     assert runtime.adapters == [folders[0].name]
     assert dict(runtime.model.named_modules()).keys() == modules_before.keys()
     assert all(runtime.model.get_submodule(path) is module for path, module in modules_before.items())
-    banks_after = {path: {key: (bank.capacity, list(bank.names)) for key, bank in layer.banks.items()} for path, layer in runtime._lora_layers.items()}
-    assert banks_after == banks_before
+    assert bank_layout(runtime) == banks_before
     assert torch.equal(routed_logits(runtime, [folders[0].name]), logits_before)
 
 
@@ -155,7 +162,7 @@ def test_load_adapters_folder_restores_stack(folders, tmp_path):
 
 
 class _Recorder:
-    """Stands in for a memory map and records ``madvise`` calls."""
+    """A stand-in for a memory map that records ``madvise`` calls."""
 
     def __init__(self):
         self.calls = []

@@ -47,7 +47,7 @@ def validate_adapter(adapter: Adapter, model: nn.Module, *, modules: Mapping[str
 
     Args:
         adapter: The adapter to check.
-        model: The model it is meant for.
+        model: The model that the adapter is for.
         modules: ``dict(model.named_modules(remove_duplicate=False))``, to look modules
             up faster when checking many adapters against one model.
 
@@ -57,6 +57,7 @@ def validate_adapter(adapter: Adapter, model: nn.Module, *, modules: Mapping[str
     """
     problems: list[str] = []
     missing: list[str] = []
+
     def lookup(path: str) -> nn.Module | None:
         if modules is None:
             return find_module(model, path)

@@ -19,8 +19,8 @@ unloaded, the last member moves into its slot and the emptied pages go back to t
 system. A bank a quarter full or less shrinks to half its capacity.
 
 Copying factors into fresh memory costs one page fault per 4 KiB page. For adapters of
-rank 64 those faults took about a third of the load time on the machine of
-docs/benchmarks.md. Slots that are about to be filled (reserved ones, and the members
+rank 64 those faults took about a third of the load time on the machine described
+in docs/benchmarks.md. Slots that are about to be filled (reserved ones, and the members
 a resize copies) are therefore backed by transparent huge pages where Linux offers
 them, one fault per 2 MiB. Only huge pages that lie wholly inside those slots are
 asked for, so a partly used bank takes no more memory than with small pages.
@@ -185,7 +185,7 @@ def _use_huge_pages(memory: mmap.mmap | None, bank: torch.Tensor, start: int, st
     huge = _huge_page_size()
     if memory is None or not huge or not hasattr(mmap, "MADV_HUGEPAGE") or stop <= start:
         return
-    slot_bytes = bank[0].numel() * bank.element_size()
+    slot_bytes = _slot_bytes(bank)
     address = bank.data_ptr()  # the start of the map
     first = -(-(address + start * slot_bytes) // huge) * huge - address  # rounded up to a huge page
     last = (address + stop * slot_bytes) // huge * huge - address  # rounded down
@@ -209,10 +209,14 @@ def _release_pages(memory: mmap.mmap | None, bank: torch.Tensor, slot: int) -> N
     """Give the whole pages of slot ``slot`` and the slots after it back to the system; they read as zeros."""
     if memory is None or not hasattr(memory, "madvise"):
         return
-    slot_bytes = bank[0].numel() * bank.element_size()
+    slot_bytes = _slot_bytes(bank)
     start = -(-slot * slot_bytes // mmap.PAGESIZE) * mmap.PAGESIZE  # rounded up to a page
     if start < len(memory):
         memory.madvise(mmap.MADV_DONTNEED, start, len(memory) - start)
+
+
+def _slot_bytes(bank: torch.Tensor) -> int:
+    return bank[0].numel() * bank.element_size()
 
 
 def _same_view(parameter: torch.Tensor, view: torch.Tensor) -> bool:

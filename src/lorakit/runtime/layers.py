@@ -103,7 +103,10 @@ class LoraLayer(nn.Module):
         self.dropout[name] = dropout
 
     def reserve(self, shapes: Sequence[tuple[torch.Size, torch.Size]], dtype: torch.dtype) -> None:
-        """Size the banks once for adapters about to be added in ``dtype``, given the shapes of their ``lora_A`` and ``lora_B``."""
+        """Size the banks once for adapters about to be added in ``dtype``.
+
+        ``shapes`` has one ``(lora_A.shape, lora_B.shape)`` pair per adapter.
+        """
         if self.kind == "embedding":
             return
         device = self.base_layer.weight.device

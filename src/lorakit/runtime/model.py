@@ -165,40 +165,16 @@ class MultiAdapterModel:
         else:
             entries = [(None, source) for source in sources]
         if not entries:
-            raise LorakitError("load_adapters() got no adapters: pass a list of folders or a folder of adapters.")
+            raise LorakitError(
+                "The list given to load_adapters() is empty, so there are no adapters to load. Pass a list of "
+                "folders, a mapping from name to folder, or one folder of adapters."
+            )
         return self._load(entries, trust_pickle=trust_pickle)
 
     def _load(self, entries: list[tuple[str | None, str | Path | Adapter]], *, trust_pickle: bool) -> list[str]:
-        """Read and check every ``(name, source)``, then install them all, or on any error none.
-
-        With several adapters from files, only each file's header is read to check it
-        first, and the weights when it is installed. Reading the weights maps part of
-        the file into memory, so reading every adapter up front would raise the peak memory.
-        """
-        checked: list[tuple[str, Path | Adapter]] = []
-        shapes: dict[str, list[tuple[torch.Size, torch.Size]]] = {}
-        shapes_only = len(entries) > 1
-        modules = dict(self.model.named_modules(remove_duplicate=False))  # the model as it is before this load
-        for name, source in entries:
-            if isinstance(source, Adapter):
-                adapter = source
-            else:
-                adapter = read_adapter(source, name, trust_pickle=trust_pickle, shapes_only=shapes_only)
-            name = name or adapter.name
-            self._check_new_name(name)
-            if name in (checked_name for checked_name, _ in checked):
-                raise LorakitError(
-                    f"Two of the adapters to load are named {name!r}; pass a mapping from name to folder "
-                    "to give them different names."
-                )
-            self._check_not_merged("load an adapter")
-            validate_adapter(adapter, self.model, modules=modules)
-            for path, module in adapter.modules.items():
-                shapes.setdefault(path, []).append((module.lora_A.shape, module.lora_B.shape))
-            if shapes_only and not isinstance(source, Adapter):
-                checked.append((name, Path(adapter.source)))  # type: ignore[arg-type]  # the local folder, even for a hub id
-            else:
-                checked.append((name, adapter))
+        """Read and check every ``(name, source)``, then install them all, or on any error none."""
+        modules = dict(self.model.named_modules(remove_duplicate=False))  # taken before this load wraps any layer
+        checked, shapes = self._check_sources(entries, modules, trust_pickle=trust_pickle)
         started: list[str] = []
         try:
             for path, layer_shapes in shapes.items():
@@ -208,7 +184,8 @@ class MultiAdapterModel:
                     adapter = source
                 else:
                     adapter = read_adapter(source, name, trust_pickle=trust_pickle)
-                    validate_adapter(adapter, self.model, modules=modules)  # with values now; the file may have changed
+                    # Check again with the values, because the file may have changed since the first check.
+                    validate_adapter(adapter, self.model, modules=modules)
                 started.append(name)
                 self._records[name] = self._install(name, adapter)
                 del adapter  # unmap the file before the next one is read
@@ -224,6 +201,50 @@ class MultiAdapterModel:
             origin = f" from {record.source}" if record.source else ""
             logger.info("Loaded adapter %r (%d modules)%s", name, len(record.module_paths), origin)
         return started
+
+    def _check_sources(
+        self,
+        entries: list[tuple[str | None, str | Path | Adapter]],
+        modules: dict[str, nn.Module],
+        *,
+        trust_pickle: bool,
+    ) -> tuple[list[tuple[str, Path | Adapter]], dict[str, list[tuple[torch.Size, torch.Size]]]]:
+        """Check every ``(name, source)`` against the model, changing nothing.
+
+        With several adapters from files, only each file's header is read here, and the
+        weights later when the adapter is installed. Reading the weights maps part of the
+        file into memory, so reading every adapter up front would raise the peak memory.
+
+        Returns:
+            ``(name, source)`` pairs to install, where a file source is its local folder,
+            and per module path the ``(lora_A.shape, lora_B.shape)`` of every adapter.
+        """
+        checked: list[tuple[str, Path | Adapter]] = []
+        seen: set[str] = set()
+        shapes: dict[str, list[tuple[torch.Size, torch.Size]]] = {}
+        shapes_only = len(entries) > 1
+        for name, source in entries:
+            if isinstance(source, Adapter):
+                adapter = source
+            else:
+                adapter = read_adapter(source, name, trust_pickle=trust_pickle, shapes_only=shapes_only)
+            name = name or adapter.name
+            self._check_new_name(name)
+            if name in seen:
+                raise LorakitError(
+                    f"Two of the adapters to load are named {name!r}. Pass a mapping from name to folder "
+                    "to give them different names."
+                )
+            self._check_not_merged("load an adapter")
+            validate_adapter(adapter, self.model, modules=modules)
+            seen.add(name)
+            for path, module in adapter.modules.items():
+                shapes.setdefault(path, []).append((module.lora_A.shape, module.lora_B.shape))
+            if shapes_only and not isinstance(source, Adapter):
+                checked.append((name, Path(adapter.source)))  # type: ignore[arg-type]  # the local folder, even for a hub id
+            else:
+                checked.append((name, adapter))
+        return checked, shapes
 
     def _check_new_name(self, name: str) -> None:
         if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
