@@ -86,23 +86,32 @@ def measure_count(args: argparse.Namespace, size: common.ModelSize, base_model, 
     state = loaders(base_model, folders)
     wall: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     cpu: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    system: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    faults: dict[str, list[int]] = {tool: [] for tool in TOOLS}
     touch: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     for round_index in range(-args.warmup, args.rounds):
         shift = round_index % len(TOOLS)
         for tool in TOOLS[shift:] + TOOLS[:shift]:
             state["prepare"](tool)
-            elapsed, used = common.time_call(state["load"](tool))
+            cost = common.measure_call(state["load"](tool))
             if round_index < 0:
                 continue  # untimed, because on a virtual machine the first use of this much memory costs more
-            wall[tool].append(elapsed)
-            cpu[tool].append(used)
+            wall[tool].append(cost.wall)
+            cpu[tool].append(cost.cpu)
+            system[tool].append(cost.system)
+            faults[tool].append(cost.minor_faults)
             touch[tool].append(common.time_call(lambda: read_every_factor(state["loaded"][tool]))[0])
         if round_index < 0:
             continue
-        common.log(f"load n={count} round {round_index + 1}/{args.rounds}: " + ", ".join(f"{t} {wall[t][-1]:.3f}s" for t in wall))
+        done = ", ".join(f"{t} {wall[t][-1]:.3f}s (system {system[t][-1]:.3f}s)" for t in wall)
+        common.log(f"load n={count} round {round_index + 1}/{args.rounds}: {done}")
     state["loaded"].clear()
     timings = common.Timings(wall, cpu)
     record = {"adapters": count, **timings.record(reference="lorakit")}
+    # The system share of the CPU time is mostly page faults. On a virtual machine whose
+    # host reclaims free memory, a round that writes reclaimed memory pays more of it.
+    record["system_rounds_s"] = system
+    record["minor_faults_rounds"] = faults
     record["touch_s"] = {tool: common.summary(values) for tool, values in touch.items()}
     record["peft_over_lorakit_wall"] = common.summary([p / o for p, o in zip(wall["peft"], wall["lorakit"])])
     if args.memory:

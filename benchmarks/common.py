@@ -162,16 +162,36 @@ def load_peft(model: torch.nn.Module, folders: Sequence[Path]):
 # Timing --------------------------------------------------------------------------------
 
 
+@dataclass
+class CallCost:
+    """What one call cost this process: wall and CPU seconds, the system (kernel) part of
+    the CPU seconds, and the minor page faults."""
+
+    wall: float
+    cpu: float
+    system: float
+    minor_faults: int
+
+
+def measure_call(function: Callable[[], Any]) -> CallCost:
+    """Run ``function`` once (after a garbage collection) and return what it cost."""
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return CallCost(wall, cpu, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt)
+
+
 def time_call(function: Callable[[], Any]) -> tuple[float, float]:
     """Return the wall time and the CPU time of this process for one call, in seconds.
 
     The CPU time leaves out the time other processes hold the cores, so on a shared
     machine it varies less than the wall time.
     """
-    gc.collect()
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    cost = measure_call(function)
+    return cost.wall, cost.cpu
 
 
 @dataclass
@@ -308,7 +328,28 @@ def environment() -> dict[str, Any]:
         "peft": peft.__version__,
         "lorakit": lorakit.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "free_page_reporting": free_page_reporting(),
     }
+
+
+def free_page_reporting() -> bool | None:
+    """Tell whether this is a virtual machine whose balloon device reports free memory to the host.
+
+    The host then reclaims memory that stays free for a few seconds, and the next
+    first write to such a page faults on the host as well, which shows up as system
+    CPU time. Returns ``None`` where the device's files cannot be read.
+    """
+    devices = Path("/sys/bus/virtio/devices")
+    if not devices.is_dir():
+        return False
+    try:
+        for device in devices.iterdir():
+            if (device / "device").read_text().strip() == "0x0005":  # virtio balloon
+                features = (device / "features").read_text().strip()
+                return len(features) > 5 and features[5] == "1"  # VIRTIO_BALLOON_F_REPORTING is bit 5
+        return False
+    except OSError:
+        return None
 
 
 def write_record(path: Path | None, record: dict[str, Any]) -> None:

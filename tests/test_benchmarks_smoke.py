@@ -57,6 +57,20 @@ def test_load_script(workdir):
     record = bench_load.main(["--adapters", "1", "2", "--rank", "4", *TINY, "--workdir", str(workdir)])
     assert [r["adapters"] for r in record["results"]] == [1, 2]
     assert all(r["wall_s"]["lorakit"]["median"] > 0 for r in record["results"])
+    for result in record["results"]:
+        assert set(result["system_rounds_s"]) == {"lorakit", "lorakit_each", "peft"}
+        assert all(len(values) == 1 for values in result["minor_faults_rounds"].values())
+    assert record["environment"]["free_page_reporting"] in (True, False, None)
+
+
+def test_fresh_memory_script(tmp_path):
+    import bench_fresh_memory
+
+    record = bench_fresh_memory.main(["--megabytes", "8", "--idle", "0", "0", "--out", str(tmp_path / "m.json")])
+    assert (tmp_path / "m.json").is_file()
+    assert [(r["huge_pages"], r["idle_s"]) for r in record["results"]] == [(True, 0), (True, 0), (False, 0), (False, 0)]
+    assert all(r["wall_s"] > 0 for r in record["results"])
+    assert all(r["minor_faults"] > 0 for r in record["results"])  # 8 MiB of new memory faults at least once
 
 
 def test_combine_script(workdir):
