@@ -264,15 +264,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def run_in_subprocess(script: Path, arguments: Sequence[str]) -> dict[str, Any]:
+    """Run ``script`` with ``arguments`` in a fresh Python and return the JSON object it prints last."""
+    completed = subprocess.run(
+        [sys.executable, str(script), *arguments], check=True, capture_output=True, text=True
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def peak_in_subprocess(script: Path, arguments: Sequence[str]) -> float:
     """Run ``script`` with ``arguments`` in a fresh Python and return its peak resident memory in MiB.
 
     The script prints one JSON line with a ``peak_rss_mb`` field last.
     """
-    completed = subprocess.run(
-        [sys.executable, str(script), *arguments], check=True, capture_output=True, text=True
-    )
-    return float(json.loads(completed.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    return float(run_in_subprocess(script, arguments)["peak_rss_mb"])
 
 
 # Arguments and records -----------------------------------------------------------------

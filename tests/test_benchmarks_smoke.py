@@ -54,12 +54,14 @@ def test_single_adapter_script(workdir):
 def test_load_script(workdir):
     import bench_load
 
-    record = bench_load.main(["--adapters", "1", "2", "--rank", "4", *TINY, "--workdir", str(workdir)])
+    record = bench_load.main(["--adapters", "1", "2", "--rank", "4", "--memory", *TINY, "--workdir", str(workdir)])
     assert [r["adapters"] for r in record["results"]] == [1, 2]
     assert all(r["wall_s"]["lorakit"]["median"] > 0 for r in record["results"])
     for result in record["results"]:
         assert set(result["system_rounds_s"]) == {"lorakit", "lorakit_each", "peft"}
         assert all(len(values) == 1 for values in result["minor_faults_rounds"].values())
+        assert set(result["peak_rss_mb"]) == {"lorakit", "lorakit_each", "peft"}
+        assert all(run["load_s"][0] > 0 for run in result["new_process_load"].values())
     assert record["environment"]["free_page_reporting"] in (True, False, None)
 
 
