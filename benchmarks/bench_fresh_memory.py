@@ -3,9 +3,9 @@
 Loading adapters writes their factors into new memory, so its time includes the page
 faults of that memory. On a virtual machine whose balloon device reports free pages
 to the host, memory that stays free for a few seconds goes back to the host, and the
-next first write to it faults on the host too. This script shows the size of that
-effect on the machine it runs on: it maps ``--megabytes`` of anonymous memory, writes
-it once, unmaps it, waits ``--idle`` seconds and repeats, with huge pages
+next first write to it faults on the host too. This script measures that effect on
+the machine it runs on. It maps ``--megabytes`` of anonymous memory, writes it once,
+unmaps it, waits ``--idle`` seconds and repeats. It does so with huge pages
 (``MADV_HUGEPAGE``, as lorakit's factor banks use) and with small pages.
 
 Example::

@@ -164,8 +164,8 @@ def load_peft(model: torch.nn.Module, folders: Sequence[Path]):
 
 @dataclass
 class CallCost:
-    """What one call cost this process: wall and CPU seconds, the system (kernel) part of
-    the CPU seconds, and the minor page faults."""
+    """The cost of one call to this process: wall and CPU seconds, the system (kernel)
+    part of the CPU seconds, and the minor page faults."""
 
     wall: float
     cpu: float

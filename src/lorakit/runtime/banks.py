@@ -24,6 +24,12 @@ in docs/benchmarks.md. Slots that are about to be filled (reserved ones, and the
 a resize copies) are therefore backed by transparent huge pages where Linux offers
 them, one fault per 2 MiB. Only huge pages that lie wholly inside those slots are
 asked for, so a partly used bank takes no more memory than with small pages.
+
+NOTE: on a virtual machine whose balloon device reports free memory to the host, the
+host reclaims memory that stays free for a few seconds. There, writing reclaimed
+memory was about twice as slow with huge pages as with small ones, against three
+times faster for memory that was not reclaimed (``benchmarks/bench_fresh_memory.py``,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
