@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft.utils.other import get_pattern_key
-
 from lorakit.adapters.model import scaling_for
 from lorakit.errors import AdapterFormatError, UnsupportedAdapterError
 
@@ -76,6 +74,10 @@ def module_rank_and_alpha(config: dict[str, Any], module_path: str) -> tuple[int
     alpha_pattern = config.get("alpha_pattern") or {}
     r = config.get("r", 8)
     alpha = config.get("lora_alpha", 8)
+    if not rank_pattern and not alpha_pattern:
+        return int(r), float(alpha)
+    from peft.utils.other import get_pattern_key  # imports all of peft, so only for an adapter with patterns
+
     rank_key = get_pattern_key(list(rank_pattern), module_path)
     alpha_key = get_pattern_key(list(alpha_pattern), module_path)
     return int(rank_pattern.get(rank_key, r)), float(alpha_pattern.get(alpha_key, alpha))
