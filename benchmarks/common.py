@@ -103,11 +103,12 @@ def write_adapter_folder(folder: Path, size: ModelSize, r: int, seed: int, lora_
     under PEFT's key names, so ``PeftModel.from_pretrained`` loads it with no missing
     or unexpected keys (``check_peft_loads`` verifies that on a small model).
     """
+    if (folder / "adapter_model.safetensors").is_file():
+        return folder
+    # Imported only here, so that a process that times lorakit alone never imports peft.
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    if (folder / "adapter_model.safetensors").is_file():
-        return folder
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for path, (in_features, out_features) in linear_shapes(size).items():

@@ -3,11 +3,33 @@
 import subprocess
 import sys
 
+from factories import VOCAB
+
+TINY_LLAMA = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": VOCAB,
+}
+
 
 def test_import_leaves_peft_unloaded():
     code = "import sys, lorakit; print(sorted(name for name in sys.modules if name.split('.')[0] == 'peft'))"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+def test_loading_adapters_leaves_peft_unloaded(adapter_dir):
+    code = (
+        "import sys, torch, lorakit\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        f"config = LlamaConfig(**{TINY_LLAMA!r})\n"  # the shape of factories.tiny_llama, which imports peft
+        "runtime = lorakit.MultiAdapterModel(LlamaForCausalLM(config))\n"
+        f"runtime.load_adapters([{str(adapter_dir / 'llama_qv')!r}, {str(adapter_dir / 'llama_vo')!r}])\n"
+        "runtime.activate('llama_qv')\n"
+        "runtime(torch.tensor([[1, 5, 7]]))\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'peft'))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_patterns_still_resolve_after_lazy_import():

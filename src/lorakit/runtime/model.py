@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -562,10 +563,11 @@ def runtime_of(model: nn.Module) -> MultiAdapterModel | None:
 
 
 def _check_plain_model(model: nn.Module) -> None:
-    from peft import PeftModel
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    if isinstance(model, PeftModel):
+    # A model can contain PEFT objects only once peft is imported, so a process that never
+    # imported peft does not import it here (it takes about 20 MB and a second).
+    peft_model = sys.modules.get("peft.peft_model")
+    tuners_utils = sys.modules.get("peft.tuners.tuners_utils")
+    if peft_model is not None and isinstance(model, peft_model.PeftModel):
         raise LorakitError(
             "The model is a PeftModel; lorakit wraps the base model itself. Pass peft_model.unload() "
             "(or the base model you built it from) and load the adapter folders with load_adapter()."
@@ -575,7 +577,9 @@ def _check_plain_model(model: nn.Module) -> None:
             "This model already has a lorakit runtime; use it (lorakit.runtime_of(model)) to load more adapters. "
             "Two runtimes on one model would wrap its layers twice."
         )
-    peft_layers = [name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
+    if tuners_utils is None:
+        return
+    peft_layers = [name for name, module in model.named_modules() if isinstance(module, tuners_utils.BaseTunerLayer)]
     if peft_layers:
         raise LorakitError(
             f"The model already contains PEFT adapter layers ({peft_layers[0]}, and {len(peft_layers) - 1} more); "
