@@ -564,7 +564,7 @@ def runtime_of(model: nn.Module) -> MultiAdapterModel | None:
 
 def _check_plain_model(model: nn.Module) -> None:
     # A model can contain PEFT objects only once peft is imported, so a process that never
-    # imported peft does not import it here (it takes about 20 MB and a second).
+    # imported peft does not import it here (importing it takes about 20 MB).
     peft_model = sys.modules.get("peft.peft_model")
     tuners_utils = sys.modules.get("peft.tuners.tuners_utils")
     if peft_model is not None and isinstance(model, peft_model.PeftModel):
