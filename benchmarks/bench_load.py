@@ -146,10 +146,14 @@ def run_only(args: argparse.Namespace, size: common.ModelSize) -> None:
     """
     model = common.build_model(size)
     folders = common.adapter_folders(args.workdir, size, args.rank, args.adapters[0])
-    loaded: dict[str, object] = {}
-    cost = common.measure_call(lambda: loaded.setdefault("model", load_with(args.only, model, folders)))
+    loaded = []
+
+    def load() -> None:
+        loaded.append(load_with(args.only, model, folders))
+
+    cost = common.measure_call(load)
     before_touch = common.peak_rss_mb()
-    read_every_factor(loaded["model"])
+    read_every_factor(loaded[0])
     print(json.dumps({
         "peak_rss_mb": common.peak_rss_mb(),
         "peak_rss_mb_before_reading": before_touch,

@@ -16,15 +16,15 @@ from transformers import (
 )
 
 VOCAB = 128
+TINY_LLAMA_CONFIG = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": VOCAB, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}
 
 
 def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    return LlamaForCausalLM(config).to(dtype).eval()
+    return LlamaForCausalLM(LlamaConfig(**TINY_LLAMA_CONFIG)).to(dtype).eval()
 
 
 def tiny_bert(seed: int = 0, num_labels: int = 3) -> BertForSequenceClassification:

@@ -3,12 +3,7 @@
 import subprocess
 import sys
 
-from factories import VOCAB
-
-TINY_LLAMA = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "vocab_size": VOCAB,
-}
+from factories import TINY_LLAMA_CONFIG
 
 
 def test_import_leaves_peft_unloaded():
@@ -21,7 +16,7 @@ def test_loading_adapters_leaves_peft_unloaded(adapter_dir):
     code = (
         "import sys, torch, lorakit\n"
         "from transformers import LlamaConfig, LlamaForCausalLM\n"
-        f"config = LlamaConfig(**{TINY_LLAMA!r})\n"  # the shape of factories.tiny_llama, which imports peft
+        f"config = LlamaConfig(**{TINY_LLAMA_CONFIG!r})\n"  # not tiny_llama(): factories imports peft
         "runtime = lorakit.MultiAdapterModel(LlamaForCausalLM(config))\n"
         f"runtime.load_adapters([{str(adapter_dir / 'llama_qv')!r}, {str(adapter_dir / 'llama_vo')!r}])\n"
         "runtime.activate('llama_qv')\n"
